@@ -1,0 +1,24 @@
+//! Compiles `berth/v1/*.proto` with `protox` (pure Rust, no `protoc` binary) and generates the tonic
+//! client and server code.
+
+use anyhow::Context as _;
+
+fn main() -> anyhow::Result<()> {
+    if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
+        return Ok(());
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("berth/v1");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "proto") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let fds = protox::compile(&files, [root]).context("compiling berth/v1 protos")?;
+    tonic_prost_build::configure().compile_fds(fds).context("generating Rust code for berth/v1")?;
+    println!("cargo:rerun-if-changed={}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Sets of host ports, written as inclusive ranges.
+//!
+//! A set is *normal* when its ranges are sorted, each has `begin <= end`, and no two overlap or touch
+//! (`[1-2, 3-4]` is written `[1-4]`). Functions that take a set as `set` expect it normal; functions
+//! that take another (`other`, `sub`) accept any list and read it as the union of its ranges.
+//!
+//! The functions are generic over [`Span`] because the host and the plugins each have their own
+//! generated `PortRange` type for the same WIT record.
+
+/// An inclusive range of ports.
+pub trait Span {
+    /// First port in the range.
+    fn begin(&self) -> u16;
+    /// Last port in the range (inclusive).
+    fn end(&self) -> u16;
+    /// A range from `begin` to `end` inclusive.
+    fn new(begin: u16, end: u16) -> Self;
+}
+
+impl Span for (u16, u16) {
+    fn begin(&self) -> u16 {
+        self.0
+    }
+    fn end(&self) -> u16 {
+        self.1
+    }
+    fn new(begin: u16, end: u16) -> Self {
+        (begin, end)
+    }
+}
+
+/// How many ports the ranges cover (overlaps counted once only if `set` is normal).
+pub fn count<S: Span>(set: &[S]) -> u64 {
+    set.iter().filter(|r| r.begin() <= r.end()).map(|r| u64::from(r.end()) - u64::from(r.begin()) + 1).sum()
+}
+
+/// Whether `set` is normal (sorted, valid, neither overlapping nor touching).
+pub fn is_normal<S: Span>(set: &[S]) -> bool {
+    set.iter().all(|r| r.begin() <= r.end())
+        && set.windows(2).all(|w| u32::from(w[0].end()) + 1 < u32::from(w[1].begin()))
+}
+
+/// Puts any list of ranges into normal form; ranges with `begin > end` are dropped.
+pub fn normalize<S: Span>(set: &mut Vec<S>) {
+    if is_normal(set) {
+        return;
+    }
+    let mut pairs: Vec<(u16, u16)> =
+        set.iter().filter(|r| r.begin() <= r.end()).map(|r| (r.begin(), r.end())).collect();
+    pairs.sort_unstable();
+    set.clear();
+    let mut current: Option<(u16, u16)> = None;
+    for (begin, end) in pairs {
+        current = match current {
+            Some((b, e)) if u32::from(begin) <= u32::from(e) + 1 => Some((b, e.max(end))),
+            Some((b, e)) => {
+                set.push(S::new(b, e));
+                Some((begin, end))
+            }
+            None => Some((begin, end)),
+        };
+    }
+    if let Some((b, e)) = current {
+        set.push(S::new(b, e));
+    }
+}
+
+/// Whether `port` is in `set`.
+pub fn contains_port<S: Span>(set: &[S], port: u16) -> bool {
+    let i = set.partition_point(|r| r.end() < port);
+    set.get(i).is_some_and(|r| r.begin() <= port)
+}
+
+/// Whether every port of `sub` is in `set`.
+pub fn contains<S: Span, T: Span>(set: &[S], sub: &[T]) -> bool {
+    sub.iter().filter(|r| r.begin() <= r.end()).all(|r| {
+        let i = set.partition_point(|s| s.end() < r.begin());
+        set.get(i).is_some_and(|s| s.begin() <= r.begin() && r.end() <= s.end())
+    })
+}
+
+/// Whether `a` and `b` share at least one port.
+pub fn overlaps<S: Span, T: Span>(a: &[S], b: &[T]) -> bool {
+    b.iter().filter(|r| r.begin() <= r.end()).any(|r| {
+        let i = a.partition_point(|s| s.end() < r.begin());
+        a.get(i).is_some_and(|s| s.begin() <= r.end())
+    })
+}
+
+/// Adds every port of `other` to `set`.
+pub fn add<S: Span, T: Span>(set: &mut Vec<S>, other: &[T]) {
+    if other.is_empty() {
+        return;
+    }
+    set.extend(other.iter().map(|r| S::new(r.begin(), r.end())));
+    normalize(set);
+}
+
+/// Removes every port of `other` from `set`.
+pub fn remove<S: Span, T: Span>(set: &mut Vec<S>, other: &[T]) {
+    if other.is_empty() || set.is_empty() {
+        return;
+    }
+    let mut cut: Vec<(u16, u16)> = other.iter().map(|r| (r.begin(), r.end())).collect();
+    normalize(&mut cut);
+    let mut out = Vec::with_capacity(set.len() + cut.len());
+    let mut j = 0;
+    for r in set.iter() {
+        let (mut begin, end) = (u32::from(r.begin()), u32::from(r.end()));
+        while j < cut.len() && u32::from(cut[j].1) < begin {
+            j += 1;
+        }
+        let mut k = j;
+        while begin <= end {
+            match cut.get(k) {
+                Some(&(cb, ce)) if u32::from(cb) <= end => {
+                    if u32::from(cb) > begin {
+                        out.push(S::new(begin as u16, (u32::from(cb) - 1) as u16));
+                    }
+                    begin = u32::from(ce) + 1;
+                    k += 1;
+                }
+                _ => {
+                    out.push(S::new(begin as u16, end as u16));
+                    break;
+                }
+            }
+        }
+    }
+    *set = out;
+}
+
+/// Takes the `n` lowest ports out of `set` and returns them (normal), or `None` (leaving `set` as it
+/// was) when it has fewer than `n`.
+pub fn take<S: Span>(set: &mut Vec<S>, n: u32) -> Option<Vec<S>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    if count(set) < u64::from(n) {
+        return None;
+    }
+    let mut taken = Vec::new();
+    let (mut left, mut consumed) = (n, 0);
+    while left > 0 {
+        let (begin, end) = (u32::from(set[consumed].begin()), u32::from(set[consumed].end()));
+        let size = end - begin + 1;
+        if size <= left {
+            taken.push(S::new(begin as u16, end as u16));
+            left -= size;
+            consumed += 1;
+        } else {
+            let last = begin + left - 1;
+            taken.push(S::new(begin as u16, last as u16));
+            set[consumed] = S::new((last + 1) as u16, end as u16);
+            left = 0;
+        }
+    }
+    set.drain(..consumed);
+    Some(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(r: &[(u16, u16)]) -> Vec<(u16, u16)> {
+        r.to_vec()
+    }
+
+    #[test]
+    fn normalize_merges_overlapping_and_touching_ranges() {
+        let mut s = set(&[(10, 12), (1, 2), (3, 4), (11, 20), (30, 29)]);
+        normalize(&mut s);
+        assert_eq!(s, set(&[(1, 4), (10, 20)]));
+        assert!(is_normal(&s));
+        assert_eq!(count(&s), 4 + 11);
+    }
+
+    #[test]
+    fn full_port_space_does_not_overflow() {
+        let mut s = set(&[(0, 65535), (65535, 65535)]);
+        normalize(&mut s);
+        assert_eq!(s, set(&[(0, 65535)]));
+        assert_eq!(count(&s), 65536);
+        remove(&mut s, &[(65535, 65535)]);
+        assert_eq!(s, set(&[(0, 65534)]));
+    }
+
+    #[test]
+    fn contains_and_overlaps() {
+        let s = set(&[(100, 200), (300, 400)]);
+        assert!(contains(&s, &[(150, 160), (300, 300)]));
+        assert!(!contains(&s, &[(150, 250)]));
+        assert!(!contains(&s, &[(201, 201)]));
+        assert!(contains_port(&s, 400));
+        assert!(!contains_port(&s, 401));
+        assert!(overlaps(&s, &[(250, 300)]));
+        assert!(!overlaps(&s, &[(201, 299)]));
+    }
+
+    #[test]
+    fn remove_splits_ranges() {
+        let mut s = set(&[(100, 200), (300, 400)]);
+        remove(&mut s, &[(150, 150), (190, 310), (400, 500)]);
+        assert_eq!(s, set(&[(100, 149), (151, 189), (311, 399)]));
+    }
+
+    #[test]
+    fn take_lowest_ports_and_put_them_back() {
+        let mut s = set(&[(100, 101), (200, 210)]);
+        let t = take(&mut s, 4).unwrap();
+        assert_eq!(t, set(&[(100, 101), (200, 201)]));
+        assert_eq!(s, set(&[(202, 210)]));
+        assert_eq!(take(&mut s, 100), None);
+        assert_eq!(s, set(&[(202, 210)]));
+        add(&mut s, &t);
+        assert_eq!(s, set(&[(100, 101), (200, 210)]));
+        let t = take(&mut s, 2).unwrap();
+        assert_eq!(t, set(&[(100, 101)]));
+        assert_eq!(s, set(&[(200, 210)]));
+    }
+}
