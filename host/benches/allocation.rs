@@ -1,0 +1,174 @@
+//! The `proportional` allocator on one large view, compiled natively and as the wasm component `berth`
+//! embeds, measured side by side in one run.
+//!
+//! `cargo bench -p berth-host --bench allocation [-- NODES FRAMEWORKS ROUNDS]` (default 10000 1000 15).
+//!
+//! Native and wasm runs alternate so that both see the same machine noise; the figures are medians. The
+//! wasm figure is the whole call as the master makes it: lowering the view into the guest, the policy,
+//! and lifting the grants back.
+
+use std::time::{Duration, Instant};
+
+use berth_host::bundled;
+use berth_host::runtime::bindings as abi;
+use berth_host::runtime::{NewVersion, PluginKind, PluginLimits, Registry, Runtime};
+use berth_plugin_proportional::policy;
+use berth_plugin_sdk as sdk;
+
+/// A deterministic pseudo-random sequence (a 64-bit LCG), so every run measures the same view.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// `nodes` nodes of 32 cores and 128 GiB with two attributes each; `frameworks` frameworks with weights
+/// 1-4, each holding some resources already and wanting 1-3 task shapes, 20 tasks of each.
+fn cluster(nodes: u32, frameworks: u32) -> sdk::ClusterView {
+    let mut rng = Lcg(42);
+    let nodes = (0..nodes)
+        .map(|id| {
+            let total = sdk::Resources::new(32_000, 128 * 1024)
+                .with_ports(vec![sdk::PortRange { begin: 31_000, end: 32_000 }]);
+            let mut available = total.clone();
+            available.milli_cpus -= rng.next(16) * 1_000;
+            sdk::Node {
+                id,
+                hostname: format!("node-{id:05}.cluster.example"),
+                total,
+                available,
+                attributes: vec![
+                    sdk::Attribute { name: "rack".into(), value: format!("r{}", id / 40) },
+                    sdk::Attribute { name: "zone".into(), value: format!("z{}", id % 3) },
+                ],
+            }
+        })
+        .collect();
+    let frameworks = (0..frameworks)
+        .map(|id| sdk::FrameworkInfo {
+            id,
+            name: format!("framework-{id}"),
+            role: format!("role-{}", id % 10),
+            weight: (1 + rng.next(4)) as f64,
+            allocated: sdk::Resources::new(rng.next(64) * 1_000, rng.next(64) * 1_024),
+            suppressed: false,
+            demand: (0..1 + rng.next(3))
+                .map(|_| sdk::TaskShape {
+                    ports: rng.next(2) as u32,
+                    ..sdk::TaskShape::new(250 * (1 + rng.next(8)), 256 * (1 + rng.next(16)), 20)
+                })
+                .collect(),
+        })
+        .collect();
+    sdk::ClusterView { nodes, frameworks, filters: vec![], now_ms: 1_700_000_000_000 }
+}
+
+fn to_abi(view: &sdk::ClusterView) -> abi::ClusterView {
+    let resources = |r: &sdk::Resources| abi::Resources {
+        milli_cpus: r.milli_cpus,
+        mem_mib: r.mem_mib,
+        disk_mib: r.disk_mib,
+        gpus: r.gpus,
+        ports: r.ports.iter().map(|p| abi::PortRange { begin: p.begin, end: p.end }).collect(),
+    };
+    abi::ClusterView {
+        nodes: view
+            .nodes
+            .iter()
+            .map(|n| abi::Node {
+                id: n.id,
+                hostname: n.hostname.clone(),
+                total: resources(&n.total),
+                available: resources(&n.available),
+                attributes: n
+                    .attributes
+                    .iter()
+                    .map(|a| abi::Attribute { name: a.name.clone(), value: a.value.clone() })
+                    .collect(),
+            })
+            .collect(),
+        frameworks: view
+            .frameworks
+            .iter()
+            .map(|f| abi::Framework {
+                id: f.id,
+                name: f.name.clone(),
+                role: f.role.clone(),
+                weight: f.weight,
+                allocated: resources(&f.allocated),
+                suppressed: f.suppressed,
+                demand: f
+                    .demand
+                    .iter()
+                    .map(|s| abi::TaskShape {
+                        milli_cpus: s.milli_cpus,
+                        mem_mib: s.mem_mib,
+                        disk_mib: s.disk_mib,
+                        gpus: s.gpus,
+                        ports: s.ports,
+                        count: s.count,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        filters: vec![],
+        now_ms: view.now_ms,
+    }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let args: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (nodes, frameworks, rounds) = (
+        args.first().copied().unwrap_or(10_000),
+        args.get(1).copied().unwrap_or(1_000),
+        args.get(2).copied().unwrap_or(15),
+    );
+    let native_view = cluster(nodes, frameworks);
+    let wasm_view = to_abi(&native_view);
+    let config = policy::Config::default();
+
+    let registry = Registry::new(Runtime::new(None).expect("runtime"));
+    let plugin = registry
+        .load(NewVersion {
+            name: "proportional",
+            kind: PluginKind::Allocator,
+            bytes: bundled::PROPORTIONAL,
+            config: String::new(),
+            limits: PluginLimits { memory_mib: 1024, deadline_ms: 60_000 },
+            number: None,
+        })
+        .expect("load the bundled allocator");
+
+    // The two must agree before their speed is worth comparing.
+    let native_grants = policy::allocate(&native_view, &config);
+    let (_, wasm_grants) = plugin.allocate(&wasm_view).expect("wasm allocate");
+    assert_eq!(native_grants.len(), wasm_grants.len(), "native and wasm disagree");
+    let tasks: u64 = native_view.frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
+
+    let (mut native, mut wasm) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = Instant::now();
+        std::hint::black_box(policy::allocate(&native_view, &config));
+        native.push(started.elapsed());
+        let started = Instant::now();
+        std::hint::black_box(plugin.allocate(&wasm_view).expect("wasm allocate"));
+        wasm.push(started.elapsed());
+    }
+    let (native, wasm) = (median(&mut native), median(&mut wasm));
+    println!(
+        "proportional allocator, {nodes} nodes x {frameworks} frameworks, {tasks} tasks of demand, {} grants, median of {rounds} alternating rounds",
+        native_grants.len()
+    );
+    println!("| build  | cycle time |");
+    println!("|--------|-----------:|");
+    println!("| native | {:>8.2} ms |", native.as_secs_f64() * 1e3);
+    println!("| wasm   | {:>8.2} ms |", wasm.as_secs_f64() * 1e3);
+    println!("wasm / native: {:.2}x", wasm.as_secs_f64() / native.as_secs_f64());
+}

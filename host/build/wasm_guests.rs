@@ -1,0 +1,109 @@
+//! Builds WebAssembly guest crates from a build script: a nested
+//! `cargo build --profile plugin --target wasm32-wasip2` with its own target directory (as spin and
+//! wasmtime build their test guests), then copies each component into `OUT_DIR`.
+//!
+//! Shared by `host/build.rs` (the bundled plugins) and `tests/build.rs` (the test guests) through
+//! `#[path]`, so there is one implementation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A guest crate to build.
+pub struct Guest {
+    /// Its Cargo package name.
+    pub package: &'static str,
+    /// The name to give its component in `OUT_DIR` (`<name>.wasm`).
+    pub name: &'static str,
+}
+
+/// The workspace root: the parent of the calling crate's directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    manifest.parent().expect("crate directory has a parent").to_path_buf()
+}
+
+/// Builds `guests` and returns the path of each component, in order.
+pub fn build(guests: &[Guest], watch: &[&str]) -> Vec<PathBuf> {
+    let root = workspace_root();
+    for path in watch.iter().chain(["plugin-sdk", "proto/wit", "proto/src", "Cargo.lock"].iter()) {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    }
+    println!("cargo:rerun-if-env-changed=BERTH_WASM_TARGET_DIR");
+    require_wasm_target();
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let target_dir = std::env::var_os("BERTH_WASM_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        // OUT_DIR is <target>[/<triple>]/<profile>/build/<pkg>-<hash>/out: share one directory next to
+        // <profile> so every build script reuses the same compiled guest dependencies.
+        let build = out_dir
+            .ancestors()
+            .find(|p| p.file_name().is_some_and(|n| n == "build"))
+            .expect("OUT_DIR layout");
+        build.parent().and_then(Path::parent).expect("OUT_DIR layout").join("wasm-guests")
+    });
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&root)
+        .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target_dir);
+    for guest in guests {
+        command.args(["-p", guest.package]);
+    }
+    // The outer build's flags and wrappers (clippy-driver, coverage, host-only RUSTFLAGS) must not leak
+    // into the wasm build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command.status().expect("running cargo for the wasm guests");
+    assert!(
+        status.success(),
+        "building the wasm guests {:?} failed (see the cargo output above)",
+        packages(guests)
+    );
+
+    guests
+        .iter()
+        .map(|guest| {
+            let artifact = target_dir
+                .join("wasm32-wasip2/plugin")
+                .join(format!("{}.wasm", guest.package.replace('-', "_")));
+            let dest = out_dir.join(format!("{}.wasm", guest.name));
+            std::fs::copy(&artifact, &dest)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", artifact.display(), dest.display()));
+            dest
+        })
+        .collect()
+}
+
+fn packages(guests: &[Guest]) -> Vec<&str> {
+    guests.iter().map(|g| g.package).collect()
+}
+
+/// Fails the build with instructions when the `wasm32-wasip2` standard library is not installed.
+fn require_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot.is_some_and(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir());
+    assert!(
+        installed,
+        "\n\nberth builds its plugins for the `wasm32-wasip2` target, which is not installed for this \
+         toolchain.\nInstall it with:\n\n    rustup target add wasm32-wasip2\n\n(rustup does this by itself \
+         from rust-toolchain.toml when it can reach the network.)\n"
+    );
+}

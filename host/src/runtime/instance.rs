@@ -1,0 +1,247 @@
+//! Live plugin instances: one `Store` each, every call under a deadline and a memory cap, and a fresh
+//! instance after any failure (a trapped instance is never called again).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::allocator::Allocator;
+use super::bindings::framework::Framework;
+use super::bindings::{
+    Action, ApiReply, ClusterView, Decision, Grant, HttpRequest, Offer, TaskShape, TaskStatus,
+};
+use super::limits::MemoryCapExceeded;
+use super::registry::{Plugin, Pre, Version};
+use super::state::{KvBackend, PluginState};
+use super::{CallError, LoadError};
+
+/// A store and the typed exports of one instance.
+struct Live<B> {
+    store: Store<PluginState>,
+    exports: B,
+    version: Arc<Version>,
+}
+
+/// Why creating an instance failed: `init` said no, or the instance failed before `init` answered.
+pub(crate) enum InstantiateError {
+    Refused(String),
+    Failed(CallError),
+}
+
+impl From<InstantiateError> for LoadError {
+    fn from(e: InstantiateError) -> LoadError {
+        match e {
+            InstantiateError::Refused(message) => LoadError::InitRefused(message),
+            InstantiateError::Failed(error) => LoadError::InitFailed(error),
+        }
+    }
+}
+
+impl From<InstantiateError> for CallError {
+    fn from(e: InstantiateError) -> CallError {
+        match e {
+            InstantiateError::Refused(message) => CallError::Instantiate(format!("init refused: {message}")),
+            InstantiateError::Failed(error) => CallError::Instantiate(error.to_string()),
+        }
+    }
+}
+
+fn new_store(version: &Version, kv: Option<Arc<dyn KvBackend>>) -> Store<PluginState> {
+    let mut store =
+        Store::new(version.runtime.engine(), PluginState::new(version.label.clone(), &version.limits, kv));
+    store.limiter(|state| &mut state.limiter);
+    store
+}
+
+/// Runs one call with the version's deadline, classifies a failure, and records the figures.
+fn call<T>(
+    version: &Version,
+    store: &mut Store<PluginState>,
+    f: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<T>,
+) -> Result<T, CallError> {
+    store.set_epoch_deadline(version.runtime.deadline_ticks(version.limits.deadline()));
+    let started = Instant::now();
+    let result = f(store).map_err(|e| classify(e, version));
+    version.stats.record(started.elapsed(), result.as_ref().err(), store.data().limiter.peak);
+    if let Err(error) = &result {
+        tracing::warn!(target: "berth.runtime", plugin = %version.label, %error, "plugin call failed");
+    }
+    result
+}
+
+fn classify(error: wasmtime::Error, version: &Version) -> CallError {
+    const MIB: usize = 1024 * 1024;
+    if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+        return CallError::Memory {
+            asked_mib: cap.asked.div_ceil(MIB) as u64,
+            cap_mib: (cap.cap / MIB) as u64,
+        };
+    }
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::Deadline(version.limits.deadline());
+    }
+    CallError::Trap(format!("{error:?}"))
+}
+
+/// One allocator instance. Instances of a version are pooled by the [`Plugin`]; see
+/// [`Plugin::allocate`].
+pub struct AllocatorInstance {
+    live: Live<Allocator>,
+}
+
+impl AllocatorInstance {
+    pub(crate) fn new(version: &Arc<Version>) -> Result<AllocatorInstance, InstantiateError> {
+        let Pre::Allocator(pre) = &version.pre else {
+            unreachable!("allocator instance of a framework version");
+        };
+        let mut store = new_store(version, None);
+        let exports =
+            call(version, &mut store, |store| pre.instantiate(store)).map_err(InstantiateError::Failed)?;
+        call(version, &mut store, |store| exports.call_init(store, &version.config))
+            .map_err(InstantiateError::Failed)?
+            .map_err(InstantiateError::Refused)?;
+        Ok(AllocatorInstance { live: Live { store, exports, version: version.clone() } })
+    }
+
+    /// Runs one allocation cycle.
+    pub fn allocate(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+        let Live { store, exports, version } = &mut self.live;
+        call(version, store, |store| exports.call_allocate(store, view))
+    }
+
+    /// The version this instance runs.
+    pub fn version(&self) -> u32 {
+        self.live.version.number
+    }
+}
+
+/// A framework plugin running as one framework instance: its own configuration, its own key-value data,
+/// and one live plugin instance that follows the plugin's active version.
+///
+/// After a failed call the instance is dropped; the next call creates a fresh one (which runs `init`
+/// again, rebuilding from the store). When the plugin's active version changes, the next call moves to
+/// it; if the new version's `init` fails for this framework, the framework stays on the version it runs
+/// and the failure is logged once.
+pub struct FrameworkInstance {
+    plugin: Arc<Plugin>,
+    config: String,
+    kv: Option<Arc<dyn KvBackend>>,
+    /// The instance calls go to; `None` after a failed call until the next call creates one.
+    live: Option<Live<Framework>>,
+    /// The version that last ran this framework successfully: where it stays if a new one refuses it.
+    last: Arc<Version>,
+    /// An active version whose `init` failed for this framework, so it is not retried on every call.
+    refused: Option<u32>,
+}
+
+impl FrameworkInstance {
+    /// Creates the framework on the plugin's active version, running `init` with `config`.
+    pub fn new(
+        plugin: Arc<Plugin>,
+        config: String,
+        kv: Option<Arc<dyn KvBackend>>,
+    ) -> Result<FrameworkInstance, LoadError> {
+        let active = plugin.active();
+        let live = Self::instantiate(&active, &config, &kv)?;
+        Ok(FrameworkInstance { plugin, config, kv, live: Some(live), last: active, refused: None })
+    }
+
+    /// Checks that `version` can run this framework (its `init` accepts this configuration and stored
+    /// state) without switching to it. Used before activating a new version.
+    pub fn probe(&self, version: &Arc<Version>) -> Result<(), LoadError> {
+        Self::instantiate(version, &self.config, &self.kv).map(drop).map_err(LoadError::from)
+    }
+
+    fn instantiate(
+        version: &Arc<Version>,
+        config: &str,
+        kv: &Option<Arc<dyn KvBackend>>,
+    ) -> Result<Live<Framework>, InstantiateError> {
+        let Pre::Framework(pre) = &version.pre else {
+            unreachable!("framework instance of an allocator version");
+        };
+        let mut store = new_store(version, kv.clone());
+        let exports =
+            call(version, &mut store, |store| pre.instantiate(store)).map_err(InstantiateError::Failed)?;
+        call(version, &mut store, |store| exports.call_init(store, config))
+            .map_err(InstantiateError::Failed)?
+            .map_err(InstantiateError::Refused)?;
+        Ok(Live { store, exports, version: version.clone() })
+    }
+
+    /// The live instance: the current one if it runs the active version, else a new one on the active
+    /// version, else (when the active version refuses this framework) one on the version it ran before.
+    fn ready(&mut self) -> Result<&mut Live<Framework>, CallError> {
+        let active = self.plugin.active();
+        let switching = self.refused != Some(active.number) && active.number != self.last.number;
+        if switching {
+            match Self::instantiate(&active, &self.config, &self.kv) {
+                Ok(live) => {
+                    tracing::info!(target: "berth.runtime", plugin = %active.label, "framework moved to this version");
+                    self.live = Some(live);
+                    self.last = active;
+                    self.refused = None;
+                }
+                Err(error) => {
+                    let error = CallError::from(error);
+                    tracing::error!(target: "berth.runtime", plugin = %active.label, %error,
+                        "this version cannot run the framework; it stays on the version it runs");
+                    self.refused = Some(active.number);
+                }
+            }
+        }
+        if self.live.is_none() {
+            self.live = Some(Self::instantiate(&self.last, &self.config, &self.kv)?);
+        }
+        Ok(self.live.as_mut().expect("a live instance after ready"))
+    }
+
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&Framework, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        let live = self.ready()?;
+        let result = call(&live.version, &mut live.store, |store| f(&live.exports, store));
+        if result.is_err() {
+            // A trapped instance may be in any state: never call it again.
+            self.live = None;
+        }
+        result
+    }
+
+    /// What the framework wants to launch now.
+    pub fn demand(&mut self) -> Result<Vec<TaskShape>, CallError> {
+        self.run(|exports, store| exports.call_demand(store))
+    }
+
+    /// Offers in, decisions out.
+    pub fn offers(&mut self, offers: &[Offer]) -> Result<Vec<Decision>, CallError> {
+        self.run(|exports, store| exports.call_offers(store, offers))
+    }
+
+    /// Status updates in, actions out.
+    pub fn status(&mut self, updates: &[TaskStatus]) -> Result<Vec<Action>, CallError> {
+        self.run(|exports, store| exports.call_status(store, updates))
+    }
+
+    /// The periodic timer.
+    pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Action>, CallError> {
+        self.run(|exports, store| exports.call_tick(store, now_ms))
+    }
+
+    /// One request to the framework's HTTP API.
+    pub fn handle(&mut self, request: &HttpRequest) -> Result<ApiReply, CallError> {
+        self.run(|exports, store| exports.call_handle(store, request))
+    }
+
+    /// The version this framework runs.
+    pub fn version(&self) -> u32 {
+        self.last.number
+    }
+
+    /// The plugin this framework runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+}

@@ -1,0 +1,404 @@
+//! Plugins by name, each with its versions, one of them active.
+//!
+//! A new version is compiled, checked against its world and probed (an allocator instance is created and
+//! its `init` run) before it becomes active; activation is one atomic pointer swap, so a call in flight
+//! finishes on the version it started with and the next call sees the new one. Earlier versions are kept
+//! (up to [`KEEP_VERSIONS`]) so that a rollback does not recompile.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::bindings::allocator::AllocatorPre;
+use super::bindings::framework::FrameworkPre;
+use super::bindings::{ClusterView, Grant};
+use super::engine::{Compiled, Runtime};
+use super::instance::AllocatorInstance;
+use super::limits::PluginLimits;
+use super::state::{PluginState, unix_ms};
+use super::stats::{Stats, StatsSnapshot};
+use super::{CallError, LoadError, PluginKind, article, valid_name};
+
+/// Versions kept per plugin, the active one included.
+pub const KEEP_VERSIONS: usize = 8;
+
+pub(crate) enum Pre {
+    Allocator(AllocatorPre<PluginState>),
+    Framework(FrameworkPre<PluginState>),
+}
+
+/// One loaded version of a plugin: compiled, linked, ready to instantiate.
+pub struct Version {
+    pub(crate) runtime: Arc<Runtime>,
+    /// Plugin name.
+    pub name: String,
+    /// Version number, from 1, unique per plugin name.
+    pub number: u32,
+    /// The world it implements.
+    pub kind: PluginKind,
+    /// `name@vN`, for logs.
+    pub(crate) label: Arc<str>,
+    pub(crate) pre: Pre,
+    /// sha256 of the component bytes.
+    pub sha256: String,
+    /// Size of the component bytes.
+    pub size: usize,
+    /// How long compiling (or loading the cached artifact) took.
+    pub compile_time: Duration,
+    /// Whether the compiled artifact came from the cache.
+    pub from_cache: bool,
+    /// When it was loaded, ms since the Unix epoch.
+    pub loaded_at_ms: u64,
+    /// The allocator's configuration (frameworks carry theirs per framework instance).
+    pub config: String,
+    /// Memory cap and deadline.
+    pub limits: PluginLimits,
+    pub(crate) stats: Stats,
+    /// Idle allocator instances, ready for the next call.
+    pool: Mutex<Vec<AllocatorInstance>>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("name", &self.name)
+            .field("number", &self.number)
+            .field("kind", &self.kind)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Version {
+    /// Call figures so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    fn take_instance(self: &Arc<Self>) -> Result<AllocatorInstance, CallError> {
+        if let Some(instance) = self.pool.lock().expect("pool lock").pop() {
+            return Ok(instance);
+        }
+        AllocatorInstance::new(self).map_err(CallError::from)
+    }
+
+    /// Runs one allocation on an instance of this version. After a failure the instance is dropped and a
+    /// fresh one created for the next call.
+    pub fn allocate(self: &Arc<Self>, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+        let mut instance = self.take_instance()?;
+        let result = instance.allocate(view);
+        match &result {
+            Ok(_) => self.pool.lock().expect("pool lock").push(instance),
+            Err(_) => {
+                drop(instance);
+                match AllocatorInstance::new(self) {
+                    Ok(fresh) => self.pool.lock().expect("pool lock").push(fresh),
+                    Err(e) => tracing::error!(target: "berth.runtime", plugin = %self.label,
+                        error = %CallError::from(e), "could not re-instantiate after a failed call"),
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A plugin: a name, a kind, its versions and which one is active.
+pub struct Plugin {
+    /// Plugin name.
+    pub name: String,
+    /// The world its versions implement.
+    pub kind: PluginKind,
+    active: ArcSwap<Version>,
+    versions: Mutex<Versions>,
+}
+
+struct Versions {
+    /// Loaded versions, oldest first.
+    loaded: Vec<Arc<Version>>,
+    /// Versions in the order they were activated; the last is the active one. Rollback pops.
+    activations: Vec<u32>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("active", &self.active().number)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The active version. Calls that start after a swap see the new one.
+    pub fn active(&self) -> Arc<Version> {
+        self.active.load_full()
+    }
+
+    /// A loaded version by number.
+    pub fn version(&self, number: u32) -> Option<Arc<Version>> {
+        self.versions.lock().expect("versions lock").loaded.iter().find(|v| v.number == number).cloned()
+    }
+
+    /// Runs one allocation on the active version (allocators only).
+    pub fn allocate(&self, view: &ClusterView) -> Result<(u32, Vec<Grant>), CallError> {
+        let version = self.active();
+        version.allocate(view).map(|grants| (version.number, grants))
+    }
+
+    /// A summary of every loaded version.
+    pub fn info(&self) -> Vec<VersionInfo> {
+        let active = self.active().number;
+        let versions = self.versions.lock().expect("versions lock");
+        versions.loaded.iter().map(|v| VersionInfo::new(v, v.number == active)).collect()
+    }
+
+    fn activate(&self, version: Arc<Version>) {
+        let mut versions = self.versions.lock().expect("versions lock");
+        versions.activations.push(version.number);
+        self.active.store(version);
+    }
+}
+
+/// A version's summary, for listings.
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionInfo {
+    /// Plugin name.
+    pub name: String,
+    /// Its kind.
+    pub kind: PluginKind,
+    /// Version number.
+    pub version: u32,
+    /// Whether it is the active version.
+    pub active: bool,
+    /// sha256 of the component.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: usize,
+    /// Compile (or cache load) time, microseconds.
+    pub compile_us: u64,
+    /// Whether the compiled artifact came from the cache.
+    pub from_cache: bool,
+    /// When it was loaded, ms since the Unix epoch.
+    pub loaded_at_ms: u64,
+    /// Its limits.
+    pub limits: PluginLimits,
+    /// Call figures.
+    pub stats: StatsSnapshot,
+}
+
+impl VersionInfo {
+    fn new(v: &Version, active: bool) -> VersionInfo {
+        VersionInfo {
+            name: v.name.clone(),
+            kind: v.kind,
+            version: v.number,
+            active,
+            sha256: v.sha256.clone(),
+            size: v.size,
+            compile_us: v.compile_time.as_micros() as u64,
+            from_cache: v.from_cache,
+            loaded_at_ms: v.loaded_at_ms,
+            limits: v.limits,
+            stats: v.stats(),
+        }
+    }
+}
+
+/// What to load: a component's bytes and how to run it.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    /// Plugin name (created if new).
+    pub name: &'a str,
+    /// The world it must implement.
+    pub kind: PluginKind,
+    /// The component.
+    pub bytes: &'a [u8],
+    /// Configuration passed to `init` (allocators).
+    pub config: String,
+    /// Memory cap and deadline.
+    pub limits: PluginLimits,
+    /// A version number to restore (after a restart); `None` takes the next one.
+    pub number: Option<u32>,
+}
+
+/// Every plugin the daemon has loaded.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(runtime: Arc<Runtime>) -> Registry {
+        Registry { runtime, plugins: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// The runtime plugins run on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// A plugin by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.read().expect("registry lock").get(name).cloned()
+    }
+
+    /// Every plugin, by name.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.plugins.read().expect("registry lock").values().cloned().collect()
+    }
+
+    /// Compiles, checks and probes a new version without activating it. For a new plugin name this
+    /// creates nothing yet: see [`Registry::activate`].
+    pub fn prepare(&self, new: NewVersion<'_>) -> Result<Arc<Version>, LoadError> {
+        if !valid_name(new.name) {
+            return Err(LoadError::InvalidName(new.name.to_string()));
+        }
+        new.limits.validate().map_err(LoadError::Invalid)?;
+        let existing = self.get(new.name);
+        if let Some(plugin) = &existing
+            && plugin.kind != new.kind
+        {
+            return Err(LoadError::KindMismatch {
+                name: new.name.to_string(),
+                article: article(plugin.kind),
+                actual: plugin.kind,
+            });
+        }
+        let number = new.number.unwrap_or_else(|| {
+            existing
+                .as_ref()
+                .and_then(|p| p.versions.lock().expect("versions lock").loaded.iter().map(|v| v.number).max())
+                .map_or(1, |n| n + 1)
+        });
+        if existing.as_ref().is_some_and(|p| p.version(number).is_some()) {
+            return Err(LoadError::Invalid(format!("plugin `{}` already has a version {number}", new.name)));
+        }
+
+        let Compiled { component, sha256, size, compile_time, from_cache } =
+            self.runtime.compile(new.kind, new.bytes)?;
+        let linked = self
+            .runtime
+            .linker(new.kind)
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports { kind: new.kind, detail: format!("{e:#}") })?;
+        let types = |e: wasmtime::Error| LoadError::ExportTypes { kind: new.kind, detail: format!("{e:#}") };
+        let pre = match new.kind {
+            PluginKind::Allocator => Pre::Allocator(AllocatorPre::new(linked).map_err(types)?),
+            PluginKind::Framework => Pre::Framework(FrameworkPre::new(linked).map_err(types)?),
+        };
+        let version = Arc::new(Version {
+            runtime: self.runtime.clone(),
+            name: new.name.to_string(),
+            number,
+            kind: new.kind,
+            label: format!("{}@v{number}", new.name).into(),
+            pre,
+            sha256,
+            size,
+            compile_time,
+            from_cache,
+            loaded_at_ms: unix_ms(),
+            config: new.config,
+            limits: new.limits,
+            stats: Stats::default(),
+            pool: Mutex::new(Vec::new()),
+        });
+        if new.kind == PluginKind::Allocator {
+            // The probe: one instance, `init` with the real configuration. It stays in the pool, so the
+            // first call after activation does not pay for instantiation.
+            let instance = AllocatorInstance::new(&version).map_err(LoadError::from)?;
+            version.pool.lock().expect("pool lock").push(instance);
+        }
+        tracing::info!(target: "berth.runtime", plugin = %version.label, kind = %new.kind, size,
+            compile_ms = compile_time.as_millis() as u64, from_cache, "plugin version prepared");
+        Ok(version)
+    }
+
+    /// Makes a prepared version the active one (creating the plugin if it is new) and keeps the last
+    /// [`KEEP_VERSIONS`] versions.
+    pub fn activate(&self, version: Arc<Version>) -> Arc<Plugin> {
+        let mut plugins = self.plugins.write().expect("registry lock");
+        let plugin = plugins
+            .entry(version.name.clone())
+            .or_insert_with(|| {
+                Arc::new(Plugin {
+                    name: version.name.clone(),
+                    kind: version.kind,
+                    active: ArcSwap::new(version.clone()),
+                    versions: Mutex::new(Versions { loaded: Vec::new(), activations: Vec::new() }),
+                })
+            })
+            .clone();
+        drop(plugins);
+        {
+            let mut versions = plugin.versions.lock().expect("versions lock");
+            if !versions.loaded.iter().any(|v| v.number == version.number) {
+                versions.loaded.push(version.clone());
+                versions.loaded.sort_by_key(|v| v.number);
+            }
+            let active = version.number;
+            while versions.loaded.len() > KEEP_VERSIONS {
+                let Some(oldest) = versions.loaded.iter().position(|v| v.number != active) else { break };
+                let gone = versions.loaded.remove(oldest).number;
+                versions.activations.retain(|&n| n != gone);
+            }
+        }
+        plugin.activate(version.clone());
+        tracing::info!(target: "berth.runtime", plugin = %version.label, "plugin version active");
+        plugin
+    }
+
+    /// Prepares and activates in one step.
+    pub fn load(&self, new: NewVersion<'_>) -> Result<Arc<Plugin>, LoadError> {
+        let version = self.prepare(new)?;
+        Ok(self.activate(version))
+    }
+
+    /// Makes an already loaded version active again.
+    pub fn activate_number(&self, name: &str, number: u32) -> Result<Arc<Version>, LoadError> {
+        let plugin = self.get(name).ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        let version = plugin
+            .version(number)
+            .ok_or_else(|| LoadError::UnknownVersion { name: name.to_string(), version: number })?;
+        plugin.activate(version.clone());
+        tracing::info!(target: "berth.runtime", plugin = %version.label, "plugin version active");
+        Ok(version)
+    }
+
+    /// Goes back to the version that was active before the current one.
+    pub fn rollback(&self, name: &str) -> Result<Arc<Version>, LoadError> {
+        let plugin = self.get(name).ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        let mut versions = plugin.versions.lock().expect("versions lock");
+        let current = plugin.active().number;
+        let previous = versions
+            .activations
+            .iter()
+            .rev()
+            .copied()
+            .find(|&n| n != current && versions.loaded.iter().any(|v| v.number == n))
+            .ok_or_else(|| LoadError::NoEarlierVersion(name.to_string()))?;
+        // Forget the activations after the one we return to, so a second rollback goes further back.
+        while versions.activations.last().is_some_and(|&n| n != previous) {
+            versions.activations.pop();
+        }
+        let version = versions.loaded.iter().find(|v| v.number == previous).cloned().expect("checked above");
+        plugin.active.store(version.clone());
+        drop(versions);
+        tracing::info!(target: "berth.runtime", plugin = %version.label, "rolled back");
+        Ok(version)
+    }
+
+    /// Forgets a plugin and all its versions. Instances in use finish their calls.
+    pub fn remove(&self, name: &str) -> Result<Arc<Plugin>, LoadError> {
+        self.plugins
+            .write()
+            .expect("registry lock")
+            .remove(name)
+            .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))
+    }
+}

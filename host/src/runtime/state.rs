@@ -1,0 +1,136 @@
+//! The data of one plugin store: its WASI context (with no ambient capabilities), its memory limiter, its
+//! key-value backend, and the host side of the `host` and `store` imports.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::StoreError;
+use super::bindings::allocator::berth::plugin::{allocation, host, types};
+use super::bindings::framework::berth::plugin::{scheduling, store};
+use super::limits::{MemoryLimiter, PluginLimits};
+use super::stdio::GuestOutput;
+
+/// Longest key a plugin may store.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value a plugin may store.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where a framework's `store` import reads and writes. The master's implementation buffers writes and
+/// persists them together with the effects of the call that made them.
+pub trait KvBackend: Send + Sync {
+    /// The value under `key`, including writes not yet persisted.
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Stores `value` under `key`, or refuses when the framework's quota would be exceeded.
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), KvRefusal>;
+    /// Removes `key`.
+    fn delete(&self, key: &str);
+    /// Keys starting with `prefix`, in byte order.
+    fn keys(&self, prefix: &str) -> Vec<String>;
+}
+
+/// Why a backend refused a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvRefusal {
+    /// The framework's data would exceed its quota of this many bytes.
+    QuotaExceeded(u64),
+}
+
+/// What a plugin's `Store` carries.
+pub struct PluginState {
+    /// `name@vN`, for log lines.
+    pub(crate) label: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    kv: Option<Arc<dyn KvBackend>>,
+}
+
+impl PluginState {
+    pub(crate) fn new(label: Arc<str>, limits: &PluginLimits, kv: Option<Arc<dyn KvBackend>>) -> PluginState {
+        // No preopened directories, no environment, no arguments, stdin closed, and no network: the
+        // sandbox of DESIGN.md. Clocks and randomness stay (Rust's std needs them; they grant nothing).
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::stdout(label.clone()))
+            .stderr(GuestOutput::stderr(label.clone()))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        PluginState { label, wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(limits), kv }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: host::Level, message: String) {
+        let plugin = &*self.label;
+        match level {
+            host::Level::Trace => tracing::trace!(target: "berth.plugin", plugin, "{message}"),
+            host::Level::Debug => tracing::debug!(target: "berth.plugin", plugin, "{message}"),
+            host::Level::Info => tracing::info!(target: "berth.plugin", plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(target: "berth.plugin", plugin, "{message}"),
+            host::Level::Error => tracing::error!(target: "berth.plugin", plugin, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        unix_ms()
+    }
+}
+
+impl store::Host for PluginState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.kv.as_ref()?.get(&key)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
+        check_key(&key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(StoreError::ValueTooLarge(value.len() as u64));
+        }
+        match &self.kv {
+            Some(kv) => {
+                kv.put(&key, value).map_err(|KvRefusal::QuotaExceeded(q)| StoreError::QuotaExceeded(q))
+            }
+            None => Err(StoreError::QuotaExceeded(0)),
+        }
+    }
+
+    fn delete(&mut self, key: String) {
+        if let Some(kv) = &self.kv {
+            kv.delete(&key);
+        }
+    }
+
+    fn keys(&mut self, prefix: String) -> Vec<String> {
+        self.kv.as_ref().map(|kv| kv.keys(&prefix)).unwrap_or_default()
+    }
+}
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::KeyInvalid(format!(
+            "keys must be 1 to {MAX_KEY_BYTES} bytes, this one is {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+// Interfaces that only define types.
+impl types::Host for PluginState {}
+impl allocation::Host for PluginState {}
+impl scheduling::Host for PluginState {}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,59 @@
+//! Test guest: a framework whose HTTP API tries to reach outside the sandbox and says what happened.
+//!
+//! - `GET /read?<path>`: read a file;
+//! - `GET /write?<path>`: create a file;
+//! - `GET /list`: list `/`;
+//! - `GET /connect?<host:port>`: open a TCP connection;
+//! - `GET /env`: count environment variables.
+//!
+//! Each answers `allowed: …` or `denied: <the error the guest saw>`.
+
+use berth_plugin_sdk::{
+    Action, ApiReply, Decision, Framework, HttpRequest, HttpResponse, Offer, TaskShape, TaskStatus,
+    export_framework,
+};
+
+struct Probe;
+
+fn outcome<T>(result: std::io::Result<T>, what: impl FnOnce(T) -> String) -> String {
+    match result {
+        Ok(value) => format!("allowed: {}", what(value)),
+        Err(e) => format!("denied: {e}"),
+    }
+}
+
+impl Framework for Probe {
+    fn init(_config: &str) -> Result<Self, String> {
+        Ok(Probe)
+    }
+
+    fn demand(&mut self) -> Vec<TaskShape> {
+        Vec::new()
+    }
+
+    fn offers(&mut self, _offers: Vec<Offer>) -> Vec<Decision> {
+        Vec::new()
+    }
+
+    fn status(&mut self, _updates: Vec<TaskStatus>) -> Vec<Action> {
+        Vec::new()
+    }
+
+    fn handle(&mut self, request: HttpRequest) -> ApiReply {
+        let arg = request.query.clone();
+        let body = match request.path.as_str() {
+            "/read" => outcome(std::fs::read(&arg), |bytes| format!("read {} bytes", bytes.len())),
+            "/write" => outcome(std::fs::write(&arg, b"escaped"), |()| "wrote the file".into()),
+            "/list" => outcome(std::fs::read_dir("/"), |entries| format!("{} entries", entries.count())),
+            "/connect" => outcome(std::net::TcpStream::connect(&arg), |_| "connected".into()),
+            "/env" => match std::env::vars().count() {
+                0 => "denied: no environment".to_string(),
+                n => format!("allowed: {n} variables"),
+            },
+            _ => return ApiReply { response: HttpResponse::text(404, "no such probe"), actions: vec![] },
+        };
+        ApiReply { response: HttpResponse::text(200, &body), actions: vec![] }
+    }
+}
+
+export_framework!(Probe);

@@ -1,0 +1,218 @@
+//! The sandbox: deadlines, memory caps, traps, bad components, and no filesystem or network.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_host::bundled;
+use berth_host::runtime::bindings::HttpRequest;
+use berth_host::runtime::{
+    CallError, FrameworkInstance, LoadError, NewVersion, Plugin, PluginKind, PluginLimits, Registry, Runtime,
+};
+use berth_tests::guests;
+use berth_tests::views::{framework, node, shape, view};
+
+fn registry() -> Registry {
+    Registry::new(Runtime::new(None).expect("runtime"))
+}
+
+fn load(
+    registry: &Registry,
+    name: &str,
+    kind: PluginKind,
+    bytes: &[u8],
+    config: &str,
+    limits: PluginLimits,
+) -> Result<Arc<Plugin>, LoadError> {
+    registry.load(NewVersion { name, kind, bytes, config: config.into(), limits, number: None })
+}
+
+fn small_view() -> berth_host::runtime::bindings::ClusterView {
+    view(vec![node(1, 4_000, 4_096)], vec![framework(1, "f", 1.0, vec![shape(1_000, 128, 2)])])
+}
+
+#[test]
+fn a_plugin_that_loops_forever_is_stopped_at_its_deadline_and_others_keep_working() {
+    let registry = registry();
+    let limits = PluginLimits { deadline_ms: 100, ..PluginLimits::default() };
+    let looper =
+        load(&registry, "looper", PluginKind::Allocator, &guests::read(guests::LOOPER), "", limits).unwrap();
+    let proportional =
+        load(&registry, "proportional", PluginKind::Allocator, bundled::PROPORTIONAL, "", limits).unwrap();
+
+    let started = Instant::now();
+    let error = looper.allocate(&small_view()).unwrap_err();
+    assert_eq!(error, CallError::Deadline(Duration::from_millis(100)));
+    // Not a speed check: a generous bound that fails only if the deadline did not stop the loop.
+    assert!(started.elapsed() < Duration::from_secs(10), "the call was not interrupted");
+
+    let (_, grants) = proportional.allocate(&small_view()).expect("another plugin still works");
+    assert_eq!(grants.len(), 1);
+    assert_eq!(looper.allocate(&small_view()).unwrap_err(), CallError::Deadline(Duration::from_millis(100)));
+    let stats = looper.active().stats();
+    assert!(stats.deadline_exceeded >= 2, "{stats:?}");
+}
+
+#[test]
+fn a_plugin_that_loops_in_init_is_refused_at_load() {
+    let registry = registry();
+    let limits = PluginLimits { deadline_ms: 50, ..PluginLimits::default() };
+    let error = load(
+        &registry,
+        "looper",
+        PluginKind::Allocator,
+        &guests::read(guests::LOOPER),
+        "loop-in-init",
+        limits,
+    )
+    .expect_err("load must fail");
+    assert!(matches!(error, LoadError::InitFailed(CallError::Deadline(_))), "{error}");
+    assert!(registry.get("looper").is_none(), "nothing is registered after a failed load");
+}
+
+#[test]
+fn a_plugin_that_grows_memory_past_its_cap_traps() {
+    let registry = registry();
+    let limits = PluginLimits { memory_mib: 64, ..PluginLimits::default() };
+    let hog = load(&registry, "hog", PluginKind::Allocator, &guests::read(guests::HOG), "", limits).unwrap();
+    match hog.allocate(&small_view()).unwrap_err() {
+        CallError::Memory { asked_mib, cap_mib } => {
+            assert_eq!(cap_mib, 64);
+            assert!(asked_mib > 64, "asked for {asked_mib} MiB");
+        }
+        other => panic!("expected the memory cap to stop the call, got: {other}"),
+    }
+    let stats = hog.active().stats();
+    assert_eq!(stats.memory_exceeded, 1, "{stats:?}");
+    assert!(stats.peak_memory_bytes <= 64 << 20, "{stats:?}");
+}
+
+#[test]
+fn a_plugin_that_traps_is_reinstantiated_and_its_next_call_works() {
+    let registry = registry();
+    let trapper = load(
+        &registry,
+        "trapper",
+        PluginKind::Allocator,
+        &guests::read(guests::TRAPPER),
+        "",
+        PluginLimits::default(),
+    )
+    .unwrap();
+    let mut trap = small_view();
+    trap.nodes[0].hostname = "trap".into();
+    match trapper.allocate(&trap).unwrap_err() {
+        CallError::Trap(message) => assert!(message.contains("wasm"), "{message}"),
+        other => panic!("expected a trap, got: {other}"),
+    }
+    let (_, grants) = trapper.allocate(&small_view()).expect("the next call works");
+    assert_eq!(grants.len(), 1);
+    let stats = trapper.active().stats();
+    assert_eq!(stats.traps, 1, "{stats:?}");
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused_with_the_reason() {
+    let registry = registry();
+    let load = |bytes: &[u8], kind| {
+        load(&registry, "bad", kind, bytes, "", PluginLimits::default()).expect_err("must be refused")
+    };
+
+    let error = load(b"#!/bin/sh\necho hello\n", PluginKind::Allocator);
+    assert!(matches!(error, LoadError::NotWasm(_)), "{error}");
+    assert!(error.to_string().contains("not a WebAssembly file"), "{error}");
+
+    let core = wat::parse_str("(module (func (export \"allocate\")))").unwrap();
+    let error = load(&core, PluginKind::Allocator);
+    assert!(matches!(error, LoadError::CoreModule), "{error}");
+    assert!(error.to_string().contains("not a component"), "{error}");
+
+    let truncated = &bundled::PROPORTIONAL[..bundled::PROPORTIONAL.len() / 2];
+    let error = load(truncated, PluginKind::Allocator);
+    assert!(matches!(error, LoadError::Invalid(_)), "{error}");
+
+    assert!(registry.get("bad").is_none());
+}
+
+#[test]
+fn a_component_without_the_worlds_exports_is_refused_naming_what_is_missing() {
+    let registry = registry();
+    let load = |bytes: &[u8], kind| {
+        load(&registry, "bad", kind, bytes, "", PluginLimits::default()).expect_err("must be refused")
+    };
+
+    let error = load(&guests::read(guests::MISSING_EXPORT), PluginKind::Allocator);
+    let message = error.to_string();
+    assert!(matches!(error, LoadError::MissingExports { .. }), "{message}");
+    assert!(message.contains("does not export `allocate`"), "{message}");
+    assert!(message.contains("it exports `init`"), "{message}");
+
+    let error = load(&guests::read(guests::SANDBOX_PROBE), PluginKind::Allocator);
+    let message = error.to_string();
+    assert!(message.contains("`allocate`") && message.contains("--kind framework"), "{message}");
+
+    let error = load(bundled::PROPORTIONAL, PluginKind::Framework);
+    let message = error.to_string();
+    assert!(message.contains("`demand`, `offers`, `status`, `tick`, `handle`"), "{message}");
+    assert!(message.contains("--kind allocator"), "{message}");
+}
+
+fn probe(instance: &mut FrameworkInstance, path: &str, query: &str) -> String {
+    let request = HttpRequest {
+        method: "GET".into(),
+        path: path.into(),
+        query: query.into(),
+        headers: vec![],
+        body: vec![],
+    };
+    let reply = instance.handle(&request).expect("the probe answers");
+    assert_eq!(reply.response.status, 200);
+    String::from_utf8(reply.response.body).unwrap()
+}
+
+#[test]
+fn a_plugin_cannot_open_files_or_sockets_or_read_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the host's data").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    // SAFETY-free way to be sure the host has an environment the guest could have inherited.
+    assert!(std::env::vars().count() > 0);
+
+    let registry = registry();
+    let plugin = load(
+        &registry,
+        "probe",
+        PluginKind::Framework,
+        &guests::read(guests::SANDBOX_PROBE),
+        "",
+        PluginLimits::default(),
+    )
+    .unwrap();
+    let mut probe_instance = FrameworkInstance::new(plugin, String::new(), None).unwrap();
+
+    let read = probe(&mut probe_instance, "/read", secret.to_str().unwrap());
+    assert!(read.starts_with("denied:"), "{read}");
+    let escape = dir.path().join("escaped");
+    let write = probe(&mut probe_instance, "/write", escape.to_str().unwrap());
+    assert!(write.starts_with("denied:"), "{write}");
+    assert!(!escape.exists(), "the guest created a file on the host");
+    let list = probe(&mut probe_instance, "/list", "");
+    assert!(list.starts_with("denied:"), "{list}");
+    let env = probe(&mut probe_instance, "/env", "");
+    assert!(env.starts_with("denied:"), "{env}");
+
+    let connect = probe(&mut probe_instance, "/connect", &address);
+    assert!(connect.starts_with("denied:"), "{connect}");
+    match listener.accept() {
+        Ok((mut stream, peer)) => {
+            let mut buf = Vec::new();
+            let _ = stream.read_to_end(&mut buf);
+            panic!("the guest reached the host's listener from {peer}");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
+}
