@@ -13,6 +13,8 @@ const GUESTS: &[Guest] = &[
     Guest { package: "berth-test-tagged", name: "tagged" },
     Guest { package: "berth-test-sandbox-probe", name: "sandbox-probe" },
     Guest { package: "berth-test-missing-export", name: "missing-export" },
+    Guest { package: "berth-test-workers", name: "workers" },
+    Guest { package: "berth-test-rogue", name: "rogue" },
 ];
 
 fn main() {

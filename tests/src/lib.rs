@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod views;
 
 /// Paths of the test guest components built by `build.rs` from `tests/guests/`.

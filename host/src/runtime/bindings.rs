@@ -11,7 +11,7 @@ pub mod allocator {
         path: "../proto/wit",
         world: "berth:plugin/allocator",
         imports: { default: tracing },
-        additional_derives: [PartialEq],
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     });
 }
 
@@ -21,7 +21,7 @@ pub mod framework {
         path: "../proto/wit",
         world: "berth:plugin/framework",
         imports: { default: tracing },
-        additional_derives: [PartialEq],
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
         with: {
             "berth:plugin/types": super::allocator::berth::plugin::types,
             "berth:plugin/host": super::allocator::berth::plugin::host,

@@ -37,6 +37,12 @@ pub(crate) struct Compiled {
     pub(crate) from_cache: bool,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
 impl Runtime {
     /// Creates the runtime. Precompiled artifacts are cached in `cache` when given (the daemon passes
     /// `<data-dir>/plugins/cache`); without one every load compiles.

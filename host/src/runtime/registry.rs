@@ -120,6 +120,8 @@ struct Versions {
     loaded: Vec<Arc<Version>>,
     /// Versions in the order they were activated; the last is the active one. Rollback pops.
     activations: Vec<u32>,
+    /// Versions dropped to keep [`KEEP_VERSIONS`], not yet reported by `take_dropped_versions`.
+    dropped: Vec<u32>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -147,6 +149,16 @@ impl Plugin {
     pub fn allocate(&self, view: &ClusterView) -> Result<(u32, Vec<Grant>), CallError> {
         let version = self.active();
         version.allocate(view).map(|grants| (version.number, grants))
+    }
+
+    /// Version numbers in the order they were activated (the last is active), for persisting.
+    pub fn activations(&self) -> Vec<u32> {
+        self.versions.lock().expect("versions lock").activations.clone()
+    }
+
+    /// Versions dropped (past [`KEEP_VERSIONS`]) since the last call, for forgetting them durably.
+    pub fn take_dropped_versions(&self) -> Vec<u32> {
+        std::mem::take(&mut self.versions.lock().expect("versions lock").dropped)
     }
 
     /// A summary of every loaded version.
@@ -186,6 +198,8 @@ pub struct VersionInfo {
     pub loaded_at_ms: u64,
     /// Its limits.
     pub limits: PluginLimits,
+    /// Its `init` configuration (allocators).
+    pub config: String,
     /// Call figures.
     pub stats: StatsSnapshot,
 }
@@ -203,6 +217,7 @@ impl VersionInfo {
             from_cache: v.from_cache,
             loaded_at_ms: v.loaded_at_ms,
             limits: v.limits,
+            config: v.config.clone(),
             stats: v.stats(),
         }
     }
@@ -226,6 +241,7 @@ pub struct NewVersion<'a> {
 }
 
 /// Every plugin the daemon has loaded.
+#[derive(Debug)]
 pub struct Registry {
     runtime: Arc<Runtime>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
@@ -319,38 +335,73 @@ impl Registry {
         Ok(version)
     }
 
-    /// Makes a prepared version the active one (creating the plugin if it is new) and keeps the last
-    /// [`KEEP_VERSIONS`] versions.
-    pub fn activate(&self, version: Arc<Version>) -> Arc<Plugin> {
+    /// Adds a prepared version to its plugin without activating it (a new plugin starts on it), keeping
+    /// the last [`KEEP_VERSIONS`] versions.
+    pub fn insert(&self, version: Arc<Version>) -> Arc<Plugin> {
         let mut plugins = self.plugins.write().expect("registry lock");
+        let mut created = false;
         let plugin = plugins
             .entry(version.name.clone())
             .or_insert_with(|| {
+                created = true;
                 Arc::new(Plugin {
                     name: version.name.clone(),
                     kind: version.kind,
                     active: ArcSwap::new(version.clone()),
-                    versions: Mutex::new(Versions { loaded: Vec::new(), activations: Vec::new() }),
+                    versions: Mutex::new(Versions {
+                        loaded: Vec::new(),
+                        activations: Vec::new(),
+                        dropped: Vec::new(),
+                    }),
                 })
             })
             .clone();
         drop(plugins);
-        {
-            let mut versions = plugin.versions.lock().expect("versions lock");
-            if !versions.loaded.iter().any(|v| v.number == version.number) {
-                versions.loaded.push(version.clone());
-                versions.loaded.sort_by_key(|v| v.number);
-            }
-            let active = version.number;
-            while versions.loaded.len() > KEEP_VERSIONS {
-                let Some(oldest) = versions.loaded.iter().position(|v| v.number != active) else { break };
-                let gone = versions.loaded.remove(oldest).number;
-                versions.activations.retain(|&n| n != gone);
-            }
+        let mut versions = plugin.versions.lock().expect("versions lock");
+        if created {
+            versions.activations.push(version.number);
         }
-        plugin.activate(version.clone());
+        if !versions.loaded.iter().any(|v| v.number == version.number) {
+            versions.loaded.push(version.clone());
+            versions.loaded.sort_by_key(|v| v.number);
+        }
+        let active = plugin.active().number;
+        while versions.loaded.len() > KEEP_VERSIONS {
+            let Some(oldest) =
+                versions.loaded.iter().position(|v| v.number != active && v.number != version.number)
+            else {
+                break;
+            };
+            let gone = versions.loaded.remove(oldest).number;
+            versions.activations.retain(|&n| n != gone);
+            versions.dropped.push(gone);
+        }
+        drop(versions);
+        plugin
+    }
+
+    /// Makes a prepared version the active one (creating the plugin if it is new).
+    pub fn activate(&self, version: Arc<Version>) -> Arc<Plugin> {
+        let plugin = self.insert(version.clone());
+        if plugin.active().number != version.number || plugin.activations().last() != Some(&version.number) {
+            plugin.activate(version.clone());
+        }
         tracing::info!(target: "berth.runtime", plugin = %version.label, "plugin version active");
         plugin
+    }
+
+    /// Restores a plugin's activation history after a restart, making `active` the active version.
+    pub fn restore_activations(&self, name: &str, activations: &[u32], active: u32) {
+        let Some(plugin) = self.get(name) else { return };
+        let Some(version) = plugin.version(active) else { return };
+        let mut versions = plugin.versions.lock().expect("versions lock");
+        let loaded: Vec<u32> = versions.loaded.iter().map(|v| v.number).collect();
+        versions.activations = activations.iter().copied().filter(|n| loaded.contains(n)).collect();
+        if versions.activations.last() != Some(&active) {
+            versions.activations.push(active);
+        }
+        drop(versions);
+        plugin.active.store(version);
     }
 
     /// Prepares and activates in one step.
@@ -368,6 +419,21 @@ impl Registry {
         plugin.activate(version.clone());
         tracing::info!(target: "berth.runtime", plugin = %version.label, "plugin version active");
         Ok(version)
+    }
+
+    /// The version a rollback would return to, without rolling back.
+    pub fn rollback_target(&self, name: &str) -> Result<Arc<Version>, LoadError> {
+        let plugin = self.get(name).ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        let versions = plugin.versions.lock().expect("versions lock");
+        let current = plugin.active().number;
+        versions
+            .activations
+            .iter()
+            .rev()
+            .find_map(|&n| {
+                if n == current { None } else { versions.loaded.iter().find(|v| v.number == n).cloned() }
+            })
+            .ok_or_else(|| LoadError::NoEarlierVersion(name.to_string()))
     }
 
     /// Goes back to the version that was active before the current one.

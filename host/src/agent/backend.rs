@@ -1,0 +1,27 @@
+//! Where an agent runs tasks. The agent loop (registration, heartbeats, status updates and their
+//! retries) is the same for every backend; a backend only launches, kills, and reports.
+
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use futures::future::BoxFuture;
+
+/// Runs tasks on one node. Status changes are sent on the channel the backend was created with, in
+/// order per task; the agent forwards them to the master until acknowledged.
+pub trait Backend: Send + Sync + 'static {
+    /// `docker` or `simulated`, for listings.
+    fn name(&self) -> &'static str;
+
+    /// Starts a task. Idempotent: a task id the backend already runs is ignored (the master re-sends
+    /// launches it is not sure arrived).
+    fn launch(&self, framework: String, task: pb::TaskSpec);
+
+    /// Stops a task: SIGTERM, then SIGKILL after `grace`. Ends with a `killed` status carrying `reason`.
+    fn kill(&self, framework: &str, task_id: &str, grace: Duration, reason: pb::TaskReason);
+
+    /// The tasks the backend runs now (non-terminal), for (re-)registration.
+    fn tasks(&self) -> BoxFuture<'_, Vec<pb::TaskStatus>>;
+
+    /// How many tasks run now, for heartbeats.
+    fn running(&self) -> u32;
+}

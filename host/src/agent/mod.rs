@@ -1,0 +1,274 @@
+//! The agent: joins a master, registers its node and the tasks it runs, sends heartbeats, relays launches
+//! and kills to its backend, and forwards the backend's status updates until the master acknowledges
+//! them (resending after a reconnect or a timeout).
+//!
+//! It does not decide anything: the master places tasks, the backend runs them.
+
+mod backend;
+pub mod simulated;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_proto::v1 as pb;
+use futures::StreamExt;
+use pb::agent_message::Message as ToMaster;
+use pb::master_message::Message as FromMaster;
+use tokio::sync::{mpsc, watch};
+
+pub use backend::Backend;
+
+use crate::master::{AgentConnection, MasterHandle};
+
+/// Unacknowledged status updates are sent again after this long.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+/// How long to wait for `Registered` after `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who the agent is and what its node offers.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Stable across restarts (kept in the agent's work directory).
+    pub agent_id: String,
+    pub hostname: String,
+    pub resources: pb::Resources,
+    pub attributes: Vec<pb::Attribute>,
+    pub allow_privileged: bool,
+    pub allow_host_mounts: bool,
+}
+
+/// How the agent reaches its master.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// The master in this process (`berth serve`).
+    Local(MasterHandle),
+    /// A master over gRPC, with the agent token.
+    Remote {
+        /// e.g. `http://10.0.0.1:8080`.
+        endpoint: String,
+        /// Sent as `authorization: Bearer <token>`.
+        token: Option<String>,
+    },
+}
+
+/// One connection to the master.
+enum Link {
+    Local(AgentConnection),
+    Remote { tx: mpsc::UnboundedSender<pb::AgentMessage>, rx: tonic::Streaming<pb::MasterMessage> },
+}
+
+impl Link {
+    async fn open(transport: &Transport) -> anyhow::Result<Link> {
+        match transport {
+            Transport::Local(handle) => Ok(Link::Local(handle.connect_agent()?)),
+            Transport::Remote { endpoint, token } => {
+                let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .with_context(|| format!("invalid master address `{endpoint}`"))?
+                    .connect_timeout(Duration::from_secs(5))
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .connect()
+                    .await
+                    .with_context(|| format!("connecting to the master at {endpoint}"))?;
+                let (tx, outbound) = mpsc::unbounded_channel();
+                let mut request =
+                    tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(outbound));
+                if let Some(token) = token {
+                    request.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {token}")
+                            .parse()
+                            .context("the agent token is not a valid header value")?,
+                    );
+                }
+                let rx = pb::agent_service_client::AgentServiceClient::new(channel)
+                    .join(request)
+                    .await
+                    .context("the master refused the agent")?
+                    .into_inner();
+                Ok(Link::Remote { tx, rx })
+            }
+        }
+    }
+
+    fn send(&self, message: ToMaster) -> bool {
+        let message = pb::AgentMessage { message: Some(message) };
+        match self {
+            Link::Local(connection) => connection.sender.send(message).is_ok(),
+            Link::Remote { tx, .. } => tx.send(message).is_ok(),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<FromMaster> {
+        match self {
+            Link::Local(connection) => connection.outbound.recv().await.and_then(|m| m.message),
+            Link::Remote { rx, .. } => match rx.next().await {
+                Some(Ok(m)) => m.message,
+                Some(Err(status)) => {
+                    tracing::warn!(target: "berth.agent", %status, "the master closed the connection");
+                    None
+                }
+                None => None,
+            },
+        }
+    }
+}
+
+/// Status updates sent and not yet acknowledged, in the order they happened.
+#[derive(Default)]
+struct Unacked {
+    by_seq: BTreeMap<u64, (pb::StatusUpdate, Instant)>,
+    seq_of: HashMap<String, u64>,
+    next: u64,
+}
+
+impl Unacked {
+    fn push(&mut self, update: pb::StatusUpdate) {
+        self.seq_of.insert(update.uuid.clone(), self.next);
+        self.by_seq.insert(self.next, (update, Instant::now()));
+        self.next += 1;
+    }
+
+    fn ack(&mut self, uuid: &str) {
+        if let Some(seq) = self.seq_of.remove(uuid) {
+            self.by_seq.remove(&seq);
+        }
+    }
+
+    /// Updates to send again: all of them (after a reconnect) or those older than [`RESEND_AFTER`].
+    fn due(&mut self, all: bool) -> Vec<pb::StatusUpdate> {
+        let now = Instant::now();
+        self.by_seq
+            .values_mut()
+            .filter(|(_, sent)| all || now.duration_since(*sent) >= RESEND_AFTER)
+            .map(|(update, sent)| {
+                *sent = now;
+                update.clone()
+            })
+            .collect()
+    }
+}
+
+/// Runs the agent until `shutdown` turns true: connects (retrying with backoff), registers, and relays.
+pub async fn run(
+    config: AgentConfig,
+    backend: Arc<dyn Backend>,
+    mut events: mpsc::UnboundedReceiver<pb::TaskStatus>,
+    transport: Transport,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let boot = format!("{:x}", crate::model::unix_ms());
+    let mut counter: u64 = 0;
+    let mut unacked = Unacked::default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let mut link = match Link::open(&transport).await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(target: "berth.agent", error = format!("{e:#}"), retry_in = ?backoff, "cannot reach the master");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let register = pb::Register {
+            agent_id: config.agent_id.clone(),
+            hostname: config.hostname.clone(),
+            resources: Some(config.resources.clone()),
+            attributes: config.attributes.clone(),
+            tasks: backend.tasks().await,
+            allow_privileged: config.allow_privileged,
+            allow_host_mounts: config.allow_host_mounts,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            backend: backend.name().to_string(),
+        };
+        link.send(ToMaster::Register(register));
+        let heartbeat = match tokio::time::timeout(REGISTER_TIMEOUT, link.recv()).await {
+            Ok(Some(FromMaster::Registered(r))) => {
+                Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100)))
+            }
+            other => {
+                tracing::warn!(target: "berth.agent", answer = ?other.ok().flatten().map(|_| "not Registered"),
+                    "the master did not accept the registration; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        tracing::info!(target: "berth.agent", agent = %config.agent_id, "registered with the master");
+        for update in unacked.due(true) {
+            link.send(ToMaster::Status(update));
+        }
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                message = link.recv() => match message {
+                    Some(FromMaster::Launch(launch)) => match launch.task {
+                        Some(task) => backend.launch(launch.framework, task),
+                        None => tracing::warn!(target: "berth.agent", "a launch without a task"),
+                    },
+                    Some(FromMaster::Kill(kill)) => backend.kill(
+                        &kill.framework,
+                        &kill.task_id,
+                        Duration::from_millis(u64::from(kill.grace_period_ms)),
+                        kill.reason(),
+                    ),
+                    Some(FromMaster::Ack(ack)) => unacked.ack(&ack.uuid),
+                    Some(FromMaster::Registered(_)) => {}
+                    None => {
+                        tracing::warn!(target: "berth.agent", "lost the connection to the master; reconnecting");
+                        break;
+                    }
+                },
+                Some(status) = events.recv() => {
+                    counter += 1;
+                    let update = pb::StatusUpdate { uuid: format!("{}-{boot}-{counter}", config.agent_id), status: Some(status) };
+                    unacked.push(update.clone());
+                    link.send(ToMaster::Status(update));
+                }
+                _ = ticker.tick() => {
+                    if !link.send(ToMaster::Heartbeat(pb::Heartbeat { running_tasks: backend.running() })) {
+                        break;
+                    }
+                    for update in unacked.due(false) {
+                        link.send(ToMaster::Status(update));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(uuid: &str) -> pb::StatusUpdate {
+        pb::StatusUpdate { uuid: uuid.into(), status: None }
+    }
+
+    #[test]
+    fn unacknowledged_updates_are_resent_in_order_until_acked() {
+        let mut unacked = Unacked::default();
+        unacked.push(update("a"));
+        unacked.push(update("b"));
+        unacked.push(update("c"));
+        unacked.ack("b");
+        let due: Vec<String> = unacked.due(true).into_iter().map(|u| u.uuid).collect();
+        assert_eq!(due, vec!["a", "c"]);
+        assert!(unacked.due(false).is_empty(), "just resent");
+        unacked.ack("a");
+        unacked.ack("c");
+        assert!(unacked.due(true).is_empty());
+    }
+}

@@ -1,0 +1,172 @@
+//! Plain HTTP on the API port: health, JSON read endpoints, and each framework's own HTTP API (served by
+//! its plugin's `handle` export).
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
+use serde::Deserialize;
+
+use super::auth::{Auth, Need};
+use crate::master::{ApiError, MasterHandle, TaskFilter};
+use crate::runtime::bindings::{HttpRequest, KeyValue};
+
+/// Largest request body a framework's API accepts.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub handle: MasterHandle,
+    pub auth: Auth,
+}
+
+/// The one conversion from master errors to HTTP responses: a status code and `{"message": …}`.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::InvalidArgument(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response()
+    }
+}
+
+fn unauthorized(message: String) -> Response {
+    (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+fn check(state: &HttpState, headers: &HeaderMap, need: Need) -> Result<(), Box<Response>> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    state.auth.check(header, need).map_err(|m| Box::new(unauthorized(m)))
+}
+
+/// The routes, for merging with the gRPC services.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/frameworks", get(frameworks))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/tasks", get(tasks))
+        .route("/v1/cycles", get(cycles))
+        .route("/frameworks/{name}", any(framework_root))
+        .route("/frameworks/{name}/{*path}", any(framework_path))
+        .with_state(state)
+}
+
+async fn health(State(state): State<HttpState>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), state.handle.call(|_| ())).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the master is not answering\n").into_response(),
+    }
+}
+
+macro_rules! read_endpoint {
+    ($name:ident, $method:ident) => {
+        async fn $name(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+            if let Err(r) = check(&state, &headers, Need::Read) {
+                return *r;
+            }
+            match state.handle.call(|m| m.$method()).await {
+                Ok(v) => Json(v).into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+}
+
+read_endpoint!(plugins, plugins_view);
+read_endpoint!(frameworks, frameworks_view);
+read_endpoint!(nodes, nodes_view);
+read_endpoint!(cycles, cycles_view);
+
+#[derive(Deserialize)]
+struct TaskQuery {
+    #[serde(default)]
+    framework: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    node: String,
+}
+
+async fn tasks(State(state): State<HttpState>, headers: HeaderMap, Query(q): Query<TaskQuery>) -> Response {
+    if let Err(r) = check(&state, &headers, Need::Read) {
+        return *r;
+    }
+    let filter = TaskFilter {
+        framework: q.framework,
+        states: q.state.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+        node: q.node,
+    };
+    match state.handle.try_call(move |m| m.tasks_view(&filter).map_err(ApiError::InvalidArgument)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn framework_root(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    forward(state, name, "/".into(), request).await
+}
+
+async fn framework_path(
+    State(state): State<HttpState>,
+    Path((name, path)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    forward(state, name, format!("/{path}"), request).await
+}
+
+/// Hands a request to a framework's plugin. Reads (`GET`, `HEAD`) follow the read rule; anything else
+/// needs the operator token.
+pub async fn forward(state: HttpState, framework: String, path: String, request: Request) -> Response {
+    let need = if matches!(*request.method(), Method::GET | Method::HEAD) { Need::Read } else { Need::Write };
+    if let Err(r) = check(&state, request.headers(), need) {
+        return *r;
+    }
+    let method = request.method().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let headers = request
+        .headers()
+        .iter()
+        .filter(|(k, _)| *k != "authorization")
+        .filter_map(|(k, v)| {
+            Some(KeyValue { key: k.as_str().to_string(), value: v.to_str().ok()?.to_string() })
+        })
+        .collect();
+    let body = match to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request bodies are limited to {MAX_BODY} bytes\n"),
+            )
+                .into_response();
+        }
+    };
+    let request = HttpRequest { method, path, query, headers, body };
+    match state.handle.try_call(move |m| m.framework_http(&framework, request)).await {
+        Ok(response) => {
+            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut out = Response::builder().status(status);
+            for kv in response.headers {
+                if let (Ok(k), Ok(v)) =
+                    (HeaderName::try_from(kv.key.as_str()), HeaderValue::try_from(kv.value.as_str()))
+                {
+                    out = out.header(k, v);
+                }
+            }
+            out.body(Body::from(response.body))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Err(e) => e.into_response(),
+    }
+}

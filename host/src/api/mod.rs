@@ -1,0 +1,54 @@
+//! The network API on one port: gRPC (`berth.v1`) and plain HTTP (health, JSON reads, frameworks'
+//! own APIs). It owns authentication and the mapping of master errors to gRPC statuses and HTTP
+//! responses; everything else is a call into the master.
+
+pub mod auth;
+mod grpc;
+pub mod http;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use berth_proto::v1 as pb;
+use tokio::net::TcpListener;
+
+pub use auth::Auth;
+
+use crate::master::MasterHandle;
+use crate::runtime::PluginLimits;
+
+/// Largest gRPC message accepted: plugin components travel in one (Python components are tens of MiB).
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    handle: MasterHandle,
+    auth: Auth,
+    default_limits: PluginLimits,
+    extra: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let services = grpc::Services {
+        handle: handle.clone(),
+        auth: auth.clone(),
+        default_limits,
+        uploads: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let http = http::router(http::HttpState { handle, auth }).merge(extra);
+    let routes = tonic::service::Routes::from(http)
+        .add_service(
+            pb::plugin_service_server::PluginServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(pb::framework_service_server::FrameworkServiceServer::new(services.clone()))
+        .add_service(pb::node_service_server::NodeServiceServer::new(services.clone()))
+        .add_service(pb::task_service_server::TaskServiceServer::new(services.clone()))
+        .add_service(pb::agent_service_server::AgentServiceServer::new(services));
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

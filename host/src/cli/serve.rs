@@ -1,0 +1,198 @@
+//! `berth serve`: a master, its API, and a local agent, with the bundled plugins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use berth_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::simulated::SimulatedBackend;
+use crate::agent::{self, AgentConfig, Backend, Transport};
+use crate::api::{self, Auth};
+use crate::config::{BackendKind, ServeConfig, parse_ports, token_file};
+use crate::master::{self, MasterHandle};
+use crate::runtime::{ArtifactCache, Registry, Runtime};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A TOML configuration file (every setting has a default; flags override the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where state lives [default: $BERTH_DATA_DIR, else ~/.local/share/berth].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// API address (gRPC and HTTP) [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Do not run a local agent (agents join with `berth agent`).
+    #[arg(long)]
+    no_local_agent: bool,
+    /// Instead of the Docker agent, run this many simulated agents in-process (scale tests and
+    /// benchmarks only: they run no containers).
+    #[arg(long)]
+    simulate_nodes: Option<u32>,
+    /// How long an agent may be silent before its tasks are lost, milliseconds.
+    #[arg(long)]
+    agent_timeout_ms: Option<u64>,
+    /// Require the operator token for reads too.
+    #[arg(long)]
+    protect_reads: bool,
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<ServeConfig> {
+        let mut config = ServeConfig::read(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if self.no_local_agent {
+            config.agent.enabled = false;
+        }
+        if let Some(n) = self.simulate_nodes {
+            config.agent.simulate_nodes = n;
+        }
+        if let Some(ms) = self.agent_timeout_ms {
+            config.master.agent_timeout_ms = ms;
+        }
+        config.protect_reads |= self.protect_reads;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    super::init_tracing();
+    let config = args.config()?;
+    let data_dir = config.data_dir()?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let auth = Auth {
+        token: match &config.token {
+            Some(t) => t.clone(),
+            None => token_file(&data_dir.join("token"), "operator token")?,
+        },
+        agent_token: match &config.agent_token {
+            Some(t) => t.clone(),
+            None => token_file(&data_dir.join("agent-token"), "agent token")?,
+        },
+        protect_reads: config.protect_reads,
+    };
+
+    let cache = ArtifactCache::open(&data_dir.join("plugins/cache")).context("opening the artifact cache")?;
+    let registry = Arc::new(Registry::new(Runtime::new(Some(cache))?));
+    let master_config = config.master_config(data_dir.clone());
+    let (handle, master_thread) = tokio::task::spawn_blocking(move || master::start(master_config, registry))
+        .await
+        .context("starting the master")??;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(target: "berth", %address, data_dir = %data_dir.display(), "berth is serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut agents = tokio::task::JoinSet::new();
+    start_local_agents(&config, &handle, &stop_rx, &mut agents).await?;
+
+    let shutdown = {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let server = tokio::spawn(api::serve(
+        listener,
+        handle.clone(),
+        auth,
+        config.plugins,
+        axum::Router::new(),
+        shutdown,
+    ));
+    wait_for_signal().await;
+    tracing::info!(target: "berth", "shutting down");
+    let _ = stop_tx.send(true);
+    while agents.join_next().await.is_some() {}
+    let _ = server.await;
+    handle.shutdown();
+    let _ = tokio::task::spawn_blocking(move || master_thread.join()).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn resources(cpus: f64, mem_mib: u64, disk_mib: u64, ports: &str) -> anyhow::Result<pb::Resources> {
+    Ok(pb::Resources {
+        milli_cpus: (cpus * 1000.0).round() as u64,
+        mem_mib,
+        disk_mib,
+        gpus: 0,
+        ports: parse_ports(ports)?
+            .into_iter()
+            .map(|(b, e)| pb::PortRange { begin: b.into(), end: e.into() })
+            .collect(),
+    })
+}
+
+async fn start_local_agents(
+    config: &ServeConfig,
+    handle: &MasterHandle,
+    stop: &watch::Receiver<bool>,
+    agents: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let a = &config.agent;
+    let attributes: Vec<pb::Attribute> = a
+        .attributes
+        .iter()
+        .map(|(name, value)| pb::Attribute { name: name.clone(), value: value.clone() })
+        .collect();
+    if a.simulate_nodes > 0 || (a.enabled && a.backend == BackendKind::Simulated) {
+        let nodes = a.simulate_nodes.max(1);
+        let resources = resources(
+            a.cpus.unwrap_or(8.0),
+            a.mem_mib.unwrap_or(32 * 1024),
+            a.disk_mib.unwrap_or(100 * 1024),
+            &a.ports,
+        )?;
+        tracing::warn!(target: "berth", nodes, "running simulated agents: tasks run no containers");
+        for i in 1..=nodes {
+            let id = format!("sim-{i:05}");
+            let (tx, rx) = mpsc::unbounded_channel();
+            let backend: Arc<dyn Backend> = Arc::new(SimulatedBackend::new(&id, &id, tx));
+            let agent = AgentConfig {
+                agent_id: id.clone(),
+                hostname: id,
+                resources: resources.clone(),
+                attributes: attributes.clone(),
+                allow_privileged: a.allow_privileged,
+                allow_host_mounts: a.allow_host_mounts,
+            };
+            agents.spawn(agent::run(agent, backend, rx, Transport::Local(handle.clone()), stop.clone()));
+        }
+        return Ok(());
+    }
+    if !a.enabled {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the Docker agent is not built yet: run `berth serve --simulate-nodes N` or `--no-local-agent` with \
+         separate `berth agent` processes"
+    )
+}

@@ -1,0 +1,270 @@
+//! `berth serve`'s configuration: an optional TOML file, with command-line flags on top, checked once at
+//! start. Every field has a default, so `berth serve` runs with no file at all.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::master::MasterConfig;
+use crate::runtime::PluginLimits;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where state lives. Default: `$BERTH_DATA_DIR`, else `$XDG_DATA_HOME/berth`, else
+    /// `~/.local/share/berth`.
+    pub data_dir: Option<PathBuf>,
+    /// Address of the API (gRPC and HTTP on one port).
+    pub listen: SocketAddr,
+    /// The operator token. Default: read from `<data-dir>/token`, generated on first start.
+    pub token: Option<String>,
+    /// The token agents present. Default: `<data-dir>/agent-token`, generated on first start.
+    pub agent_token: Option<String>,
+    /// Require the operator token for reads too.
+    pub protect_reads: bool,
+    pub master: MasterSection,
+    /// Limits for plugins uploaded without their own.
+    pub plugins: PluginLimits,
+    /// The agent `berth serve` runs in the same process.
+    pub agent: LocalAgentSection,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: None,
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            token: None,
+            agent_token: None,
+            protect_reads: false,
+            master: MasterSection::default(),
+            plugins: PluginLimits::default(),
+            agent: LocalAgentSection::default(),
+        }
+    }
+}
+
+/// `[master]`: timings and quotas.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterSection {
+    pub cycle_interval_ms: u64,
+    pub agent_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub task_retention_s: u64,
+    pub kv_quota_mib: u64,
+    pub default_refuse_seconds: u32,
+}
+
+impl Default for MasterSection {
+    fn default() -> Self {
+        MasterSection {
+            cycle_interval_ms: 1_000,
+            agent_timeout_ms: 15_000,
+            heartbeat_interval_ms: 1_000,
+            task_retention_s: 900,
+            kv_quota_mib: 256,
+            default_refuse_seconds: 5,
+        }
+    }
+}
+
+/// Which backend the local agent uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The local Docker engine.
+    Docker,
+    /// No containers (scale tests and benchmarks only).
+    Simulated,
+}
+
+/// `[agent]`: the local agent.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalAgentSection {
+    /// Run an agent in the master's process.
+    pub enabled: bool,
+    pub backend: BackendKind,
+    /// Run this many simulated agents in-process instead (scale tests and benchmarks).
+    pub simulate_nodes: u32,
+    /// Resources to offer; detected from the engine when absent (Docker).
+    pub cpus: Option<f64>,
+    pub mem_mib: Option<u64>,
+    pub disk_mib: Option<u64>,
+    /// Host ports to offer, e.g. `31000-32000`.
+    pub ports: String,
+    pub attributes: BTreeMap<String, String>,
+    pub allow_privileged: bool,
+    pub allow_host_mounts: bool,
+    pub hostname: Option<String>,
+}
+
+impl Default for LocalAgentSection {
+    fn default() -> Self {
+        LocalAgentSection {
+            enabled: true,
+            backend: BackendKind::Docker,
+            simulate_nodes: 0,
+            cpus: None,
+            mem_mib: None,
+            disk_mib: None,
+            ports: "31000-32000".into(),
+            attributes: BTreeMap::new(),
+            allow_privileged: false,
+            allow_host_mounts: false,
+            hostname: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads the TOML file (if any); flags are applied by the caller, then [`ServeConfig::validate`].
+    pub fn read(path: Option<&Path>) -> anyhow::Result<ServeConfig> {
+        let Some(path) = path else { return Ok(ServeConfig::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let m = &self.master;
+        if m.cycle_interval_ms == 0 {
+            bail!("master.cycle_interval_ms must be above 0");
+        }
+        if m.heartbeat_interval_ms == 0 || m.agent_timeout_ms <= m.heartbeat_interval_ms {
+            bail!(
+                "master.agent_timeout_ms ({}) must be above master.heartbeat_interval_ms ({}), which must be above 0",
+                m.agent_timeout_ms,
+                m.heartbeat_interval_ms
+            );
+        }
+        self.plugins.validate().map_err(|e| anyhow::anyhow!("plugins: {e}"))?;
+        parse_ports(&self.agent.ports).context("agent.ports")?;
+        if let Some(cpus) = self.agent.cpus
+            && !(cpus > 0.0 && cpus.is_finite())
+        {
+            bail!("agent.cpus must be above 0, got {cpus}");
+        }
+        Ok(())
+    }
+
+    /// The data directory after defaults.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        default_data_dir("berth")
+    }
+
+    /// The master's settings.
+    pub fn master_config(&self, data_dir: PathBuf) -> MasterConfig {
+        let m = &self.master;
+        MasterConfig {
+            cycle_interval: Duration::from_millis(m.cycle_interval_ms),
+            agent_timeout: Duration::from_millis(m.agent_timeout_ms),
+            heartbeat_interval: Duration::from_millis(m.heartbeat_interval_ms),
+            task_retention: Duration::from_secs(m.task_retention_s),
+            kv_quota_bytes: m.kv_quota_mib * 1024 * 1024,
+            default_refuse_seconds: m.default_refuse_seconds,
+            default_limits: self.plugins,
+            ..MasterConfig::new(data_dir)
+        }
+    }
+}
+
+/// `$BERTH_DATA_DIR`, else `$XDG_DATA_HOME/<name>`, else `~/.local/share/<name>`.
+pub fn default_data_dir(name: &str) -> anyhow::Result<PathBuf> {
+    if name == "berth"
+        && let Some(dir) = std::env::var_os("BERTH_DATA_DIR")
+    {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(xdg).join(name));
+    }
+    let home = std::env::var_os("HOME").context("neither HOME nor XDG_DATA_HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share").join(name))
+}
+
+/// Parses `31000-32000,8080` into inclusive ranges.
+pub fn parse_ports(text: &str) -> anyhow::Result<Vec<(u16, u16)>> {
+    let mut ranges = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (begin, end) = match part.split_once('-') {
+            Some((b, e)) => (b.trim().parse::<u16>(), e.trim().parse::<u16>()),
+            None => (part.parse::<u16>(), part.parse::<u16>()),
+        };
+        let (begin, end) =
+            (begin.with_context(|| format!("`{part}`"))?, end.with_context(|| format!("`{part}`"))?);
+        if begin > end {
+            bail!("port range `{part}` is empty");
+        }
+        ranges.push((begin, end));
+    }
+    Ok(ranges)
+}
+
+/// Reads a token from `path`, or generates one, stores it there (mode 0600) and says so once.
+pub fn token_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let token = text.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    let token = hex::encode(bytes);
+    write_private(path, &token).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(target: "berth", path = %path.display(),
+        "generated the {what}; it is shown once here and kept in that file: {token}");
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults_and_unknown_keys_are_refused() {
+        let config: ServeConfig = toml::from_str("").unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        config.validate().unwrap();
+        let err = toml::from_str::<ServeConfig>("[master]\ncycle_intervall_ms = 5").unwrap_err().to_string();
+        assert!(err.contains("cycle_intervall_ms"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_named() {
+        let mut config = ServeConfig::default();
+        config.master.agent_timeout_ms = 500;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("agent_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn ports_parse_as_ranges() {
+        assert_eq!(parse_ports("31000-32000, 8080").unwrap(), vec![(31000, 32000), (8080, 8080)]);
+        assert!(parse_ports("9-1").is_err());
+        assert!(parse_ports("x").is_err());
+    }
+}

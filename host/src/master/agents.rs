@@ -1,0 +1,361 @@
+//! Agents as the master sees them: registration and re-registration (with reconciliation of what the
+//! agent runs against what the master expects), heartbeats, loss of an agent, draining, and status
+//! updates with their acknowledgements.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use berth_proto::v1 as pb;
+use pb::agent_message::Message as FromAgent;
+use pb::master_message::Message as ToAgent;
+
+use super::core::Master;
+use super::state::{Node, NodeState, TaskKey};
+use crate::convert;
+use crate::model::{ResourcesExt, is_terminal, unix_ms};
+use crate::runtime::bindings::{Resources, TaskReason, TaskState, TaskStatus};
+use crate::store::AgentRecord;
+
+/// Grace period for killing tasks an agent runs that the master does not want (orphans).
+const ORPHAN_KILL_GRACE_MS: u32 = 3_000;
+
+impl Master {
+    /// A node known from the store: it stays without a connection (so it gets no offers) until its agent
+    /// re-registers, and is lost if that does not happen within the agent timeout.
+    pub(super) fn restore_node(&mut self, agent_id: String, record: AgentRecord) {
+        let id = self.next_node_id;
+        self.next_node_id += 1;
+        self.agents.insert(agent_id.clone(), id);
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                agent_id,
+                hostname: record.hostname,
+                total: record.resources,
+                attributes: record.attributes,
+                used: Resources::zero(),
+                state: if record.draining { NodeState::Draining } else { NodeState::Active },
+                connection: None,
+                last_seen: Instant::now(),
+                last_seen_ms: 0,
+                agent_running: 0,
+                allow_privileged: record.allow_privileged,
+                allow_host_mounts: record.allow_host_mounts,
+                backend: record.backend,
+                tasks: HashSet::new(),
+            },
+        );
+    }
+
+    pub(super) fn agent_message(&mut self, connection: u64, message: pb::AgentMessage) {
+        let Some(message) = message.message else { return };
+        if let FromAgent::Register(register) = message {
+            self.register(connection, register);
+            return;
+        }
+        let Some(&node) = self.connections.get(&connection) else {
+            tracing::warn!(target: "berth.master", connection, "message from an agent that has not registered; ignored");
+            return;
+        };
+        match message {
+            FromAgent::Register(_) => unreachable!("handled above"),
+            FromAgent::Heartbeat(heartbeat) => {
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.last_seen = Instant::now();
+                    n.last_seen_ms = unix_ms();
+                    n.agent_running = heartbeat.running_tasks;
+                }
+            }
+            FromAgent::Status(update) => {
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.last_seen = Instant::now();
+                    n.last_seen_ms = unix_ms();
+                }
+                self.status_update(node, update);
+            }
+        }
+    }
+
+    fn register(&mut self, connection: u64, register: pb::Register) {
+        let tx = match self.pending_connections.remove(&connection) {
+            Some(tx) => tx,
+            None => match self.connections.get(&connection).and_then(|n| self.nodes.get(n)) {
+                Some(node) => node.connection.clone().expect("a registered connection").1,
+                None => return,
+            },
+        };
+        let resources = match check_register(&register) {
+            Ok(resources) => resources,
+            Err(reason) => {
+                // Dropping the sender ends the stream; the agent logs the end and retries later.
+                tracing::warn!(target: "berth.master", agent = %register.agent_id, %reason, "registration refused");
+                return;
+            }
+        };
+        let node_id = match self.agents.get(&register.agent_id) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_node_id;
+                self.next_node_id += 1;
+                self.agents.insert(register.agent_id.clone(), id);
+                self.nodes.insert(
+                    id,
+                    Node {
+                        id,
+                        agent_id: register.agent_id.clone(),
+                        hostname: String::new(),
+                        total: Resources::zero(),
+                        attributes: Vec::new(),
+                        used: Resources::zero(),
+                        state: NodeState::Active,
+                        connection: None,
+                        last_seen: Instant::now(),
+                        last_seen_ms: 0,
+                        agent_running: 0,
+                        allow_privileged: false,
+                        allow_host_mounts: false,
+                        backend: String::new(),
+                        tasks: HashSet::new(),
+                    },
+                );
+                id
+            }
+        };
+        let node = self.nodes.get_mut(&node_id).expect("node just found or created");
+        if let Some((old, _)) = node.connection.take()
+            && old != connection
+        {
+            self.connections.remove(&old);
+        }
+        let returning = node.state == NodeState::Unreachable;
+        node.hostname = register.hostname.clone();
+        node.total = resources;
+        node.attributes = convert::attributes_from(&register.attributes);
+        node.allow_privileged = register.allow_privileged;
+        node.allow_host_mounts = register.allow_host_mounts;
+        node.backend = register.backend.clone();
+        node.connection = Some((connection, tx.clone()));
+        node.last_seen = Instant::now();
+        node.last_seen_ms = unix_ms();
+        node.agent_running = register.tasks.len() as u32;
+        if returning {
+            node.state = NodeState::Active;
+        }
+        let record = AgentRecord {
+            hostname: node.hostname.clone(),
+            resources: node.total.clone(),
+            attributes: node.attributes.clone(),
+            allow_privileged: node.allow_privileged,
+            allow_host_mounts: node.allow_host_mounts,
+            backend: node.backend.clone(),
+            draining: node.state == NodeState::Draining,
+        };
+        self.batch.put_agent(&register.agent_id, &record);
+        self.connections.insert(connection, node_id);
+        self.send_on(
+            tx,
+            ToAgent::Registered(pb::Registered {
+                node_id,
+                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+            }),
+        );
+        tracing::info!(target: "berth.master", agent = %register.agent_id, hostname = %register.hostname, node = node_id,
+            returning, tasks = register.tasks.len(), "agent registered");
+        self.reconcile_agent(node_id, register.tasks);
+        self.cycle_wanted = true;
+    }
+
+    /// Compares what a (re-)registering agent runs with what the master expects on that node: tasks the
+    /// master does not want there are killed; tasks it expects but the agent lacks are launched again if
+    /// the launch may have been lost (`staging`), and lost otherwise.
+    fn reconcile_agent(&mut self, node: u32, reported: Vec<pb::TaskStatus>) {
+        let mut seen: HashSet<TaskKey> = HashSet::new();
+        for report in reported {
+            let key = self.task_key(&report.framework, &report.task_id);
+            let wanted = key.as_ref().and_then(|k| self.tasks.get(k)).is_some_and(|t| {
+                t.node == node && !is_terminal(t.status.state) && t.kill_requested.is_none()
+            });
+            if !wanted {
+                self.kill_orphan(node, &report.framework, &report.task_id);
+                continue;
+            }
+            let key = key.expect("wanted implies known");
+            seen.insert(key.clone());
+            let state = convert::state_from(report.state());
+            let task = &self.tasks[&key];
+            if state != task.status.state || report.healthy != task.status.healthy {
+                let status = self.status_from_report(node, &key, &report);
+                self.apply_status(&key, status, None);
+            }
+        }
+        let expected: Vec<TaskKey> =
+            self.nodes[&node].tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect();
+        for key in expected {
+            let task = &self.tasks[&key];
+            if let Some((_, reason)) = task.kill_requested {
+                // The kill was asked for while the agent was away, and the agent no longer runs the task.
+                let status =
+                    self.synthetic_status(&key, TaskState::Killed, reason, "killed while its agent was away");
+                self.apply_status(&key, status, None);
+            } else if task.status.state == TaskState::Staging {
+                let framework = self.frameworks[&key.0].name.clone();
+                let spec = convert::task_spec(&task.spec);
+                self.send_to_node(node, ToAgent::Launch(pb::LaunchTask { framework, task: Some(spec) }));
+            } else {
+                let status = self.synthetic_status(
+                    &key,
+                    TaskState::Lost,
+                    TaskReason::ContainerVanished,
+                    "the agent came back without this task",
+                );
+                self.apply_status(&key, status, None);
+            }
+        }
+        // Kills asked for while the agent was away, for tasks it still runs.
+        let to_kill: Vec<(TaskKey, u32, TaskReason)> = seen
+            .iter()
+            .filter_map(|k| self.tasks[k].kill_requested.map(|(g, r)| (k.clone(), g, r)))
+            .collect();
+        for (key, grace, reason) in to_kill {
+            self.send_kill(&key, grace, reason);
+        }
+    }
+
+    fn kill_orphan(&mut self, node: u32, framework: &str, task_id: &str) {
+        tracing::info!(target: "berth.master", node, %framework, task = %task_id, "killing a task the master does not want here");
+        self.send_to_node(
+            node,
+            ToAgent::Kill(pb::KillTask {
+                framework: framework.to_string(),
+                task_id: task_id.to_string(),
+                grace_period_ms: ORPHAN_KILL_GRACE_MS,
+                reason: pb::TaskReason::KilledByFramework as i32,
+            }),
+        );
+    }
+
+    /// A status update from an agent: applied unless it is a duplicate or about a task the master does
+    /// not expect on that node (which is then killed), and acknowledged after it is persisted.
+    fn status_update(&mut self, node: u32, update: pb::StatusUpdate) {
+        let uuid = update.uuid.clone();
+        if let Some(report) = update.status {
+            let key = self.task_key(&report.framework, &report.task_id);
+            let task = key.as_ref().and_then(|k| self.tasks.get(k));
+            match task {
+                Some(t) if t.update_uuid == uuid => {}
+                Some(t) if t.node == node && !is_terminal(t.status.state) => {
+                    let key = key.expect("task found");
+                    let status = self.status_from_report(node, &key, &report);
+                    self.apply_status(&key, status, Some(uuid.clone()));
+                }
+                _ => {
+                    if !is_terminal(convert::state_from(report.state())) {
+                        self.kill_orphan(node, &report.framework, &report.task_id);
+                    }
+                }
+            }
+        }
+        self.send_to_node(node, ToAgent::Ack(pb::Ack { uuid }));
+    }
+
+    fn status_from_report(&self, node: u32, key: &TaskKey, report: &pb::TaskStatus) -> TaskStatus {
+        let task = &self.tasks[key];
+        TaskStatus {
+            task_id: key.1.clone(),
+            state: convert::state_from(report.state()),
+            reason: convert::reason_from(report.reason()),
+            message: report.message.clone(),
+            healthy: report.healthy,
+            exit_code: report.exit_code,
+            node: Some(node),
+            hostname: self.nodes.get(&node).map(|n| n.hostname.clone()),
+            ports: task.spec.resources.ports.clone(),
+            timestamp_ms: if report.timestamp_ms > 0 { report.timestamp_ms } else { unix_ms() },
+        }
+    }
+
+    pub(super) fn agent_disconnected(&mut self, connection: u64) {
+        self.pending_connections.remove(&connection);
+        if let Some(node) = self.connections.remove(&connection)
+            && let Some(n) = self.nodes.get_mut(&node)
+            && n.connection.as_ref().is_some_and(|(c, _)| *c == connection)
+        {
+            n.connection = None;
+            tracing::info!(target: "berth.master", agent = %n.agent_id, "agent disconnected");
+        }
+    }
+
+    /// Nodes silent past the agent timeout become unreachable and their tasks lost.
+    pub(super) fn check_agents(&mut self, now: Instant) {
+        let timeout = self.config.agent_timeout;
+        let silent: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.state != NodeState::Unreachable && now.duration_since(n.last_seen) > timeout)
+            .map(|n| n.id)
+            .collect();
+        for node in silent {
+            self.node_lost(node);
+        }
+    }
+
+    fn node_lost(&mut self, node: u32) {
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        n.state = NodeState::Unreachable;
+        if let Some((connection, _)) = n.connection.take() {
+            self.connections.remove(&connection);
+        }
+        let agent = n.agent_id.clone();
+        let tasks: Vec<TaskKey> = n.tasks.iter().cloned().collect();
+        tracing::warn!(target: "berth.master", %agent, tasks = tasks.len(), timeout = ?self.config.agent_timeout,
+            "agent unreachable; its tasks are lost");
+        let message = format!("agent {agent} was not heard from for {:?}", self.config.agent_timeout);
+        for key in tasks {
+            let status = self.synthetic_status(&key, TaskState::Lost, TaskReason::AgentLost, &message);
+            self.apply_status(&key, status, None);
+        }
+        self.cycle_wanted = true;
+    }
+
+    /// Stops offering a node and kills its tasks, so their frameworks place them elsewhere. Returns how
+    /// many tasks were killed.
+    pub fn drain_node(&mut self, node: u32) -> u32 {
+        let Some(n) = self.nodes.get_mut(&node) else { return 0 };
+        if n.state == NodeState::Active {
+            n.state = NodeState::Draining;
+        }
+        let record = AgentRecord {
+            hostname: n.hostname.clone(),
+            resources: n.total.clone(),
+            attributes: n.attributes.clone(),
+            allow_privileged: n.allow_privileged,
+            allow_host_mounts: n.allow_host_mounts,
+            backend: n.backend.clone(),
+            draining: true,
+        };
+        let agent = n.agent_id.clone();
+        let tasks: Vec<TaskKey> = n.tasks.iter().cloned().collect();
+        self.batch.put_agent(&agent, &record);
+        for key in &tasks {
+            self.kill(key, None, TaskReason::NodeDrained);
+        }
+        tasks.len() as u32
+    }
+}
+
+/// Checks a registration and returns the agent's resources.
+fn check_register(register: &pb::Register) -> Result<Resources, String> {
+    let id = &register.agent_id;
+    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "invalid agent_id `{id}`: use 1-128 characters from A-Z, a-z, 0-9, `-`, `_`, `.`"
+        ));
+    }
+    if register.hostname.is_empty() {
+        return Err("hostname is empty".into());
+    }
+    let resources = register.resources.as_ref().ok_or("resources are missing")?;
+    convert::resources_from(resources).map_err(|e| format!("resources: {e}"))
+}

@@ -1,0 +1,116 @@
+//! The master's in-memory state: nodes, frameworks, tasks.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use super::kv::FrameworkKv;
+use crate::model::ResourcesExt;
+use crate::runtime::FrameworkInstance;
+use crate::runtime::bindings::{Attribute, Resources, TaskReason, TaskSpec, TaskStatus};
+use crate::store::FrameworkRecord;
+
+/// A task, keyed by its framework's compact id and its own id.
+pub type TaskKey = (u32, String);
+
+/// Whether a node takes new work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Registered and heard from within the agent timeout.
+    Active,
+    /// Being emptied: no offers, its tasks killed.
+    Draining,
+    /// Silent past the agent timeout: its tasks are lost.
+    Unreachable,
+}
+
+impl NodeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One agent's machine.
+pub struct Node {
+    pub id: u32,
+    pub agent_id: String,
+    pub hostname: String,
+    pub total: Resources,
+    pub attributes: Vec<Attribute>,
+    /// Resources of the non-terminal tasks placed here.
+    pub used: Resources,
+    pub state: NodeState,
+    /// The live connection, if any: its id and the channel to the agent.
+    pub connection: Option<(u64, mpsc::UnboundedSender<pb::MasterMessage>)>,
+    pub last_seen: Instant,
+    pub last_seen_ms: u64,
+    /// Tasks the agent last said it runs.
+    pub agent_running: u32,
+    pub allow_privileged: bool,
+    pub allow_host_mounts: bool,
+    pub backend: String,
+    /// Non-terminal tasks placed here.
+    pub tasks: HashSet<TaskKey>,
+}
+
+impl Node {
+    /// What is neither used nor offered.
+    pub fn available(&self) -> Resources {
+        let mut free = self.total.clone();
+        free.remove(&self.used);
+        free
+    }
+
+    /// Whether the node can take new work now.
+    pub fn schedulable(&self) -> bool {
+        self.state == NodeState::Active && self.connection.is_some()
+    }
+}
+
+/// A framework instance.
+pub struct Framework {
+    pub id: u32,
+    pub name: String,
+    pub record: FrameworkRecord,
+    /// The plugin instance; `None` when it could not be created (retried on each tick).
+    pub instance: Option<FrameworkInstance>,
+    pub kv: Arc<FrameworkKv>,
+    /// Resources of its non-terminal tasks.
+    pub allocated: Resources,
+    /// Non-terminal tasks.
+    pub active: BTreeSet<String>,
+    /// Status updates not yet delivered, in the order they happened.
+    pub pending: Vec<TaskStatus>,
+    pub last_tick: Instant,
+    /// After a failed call, no delivery or tick before this instant.
+    pub retry_at: Option<Instant>,
+    pub consecutive_failures: u32,
+    /// Being removed: no offers or calls; forgotten once its tasks are gone.
+    pub removing: bool,
+    /// Why the plugin instance could not be created, for listings.
+    pub instance_error: Option<String>,
+}
+
+/// A task the master knows.
+pub struct Task {
+    pub spec: TaskSpec,
+    pub node: u32,
+    pub agent_id: String,
+    pub status: TaskStatus,
+    pub launched_at_ms: u64,
+    /// The last status update applied from the agent (duplicates are acknowledged, not applied).
+    pub update_uuid: String,
+    /// When it reached a terminal state.
+    pub ended: Option<Instant>,
+    /// Whether the framework has received the latest status.
+    pub delivered: bool,
+    /// A kill was asked for (grace period, reason): re-sent when the agent re-registers.
+    pub kill_requested: Option<(u32, TaskReason)>,
+}

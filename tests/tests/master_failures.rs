@@ -1,0 +1,169 @@
+//! Failures across real processes: an agent that dies, and a master killed with SIGKILL mid-run.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use berth_tests::cluster::{Agent, Master, eventually};
+use berth_tests::guests;
+use serde_json::Value;
+
+fn tasks_in(master: &Master, framework: &str, state: &str) -> Vec<Value> {
+    master.tasks(framework).into_iter().filter(|t| t["state"] == state).collect()
+}
+
+fn connected_nodes(master: &Master) -> usize {
+    master
+        .get("/v1/nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "active" && n["connected"] == true)
+        .count()
+}
+
+#[test]
+fn a_killed_agents_tasks_become_lost_and_are_relaunched_on_the_others() {
+    let master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "3000"]);
+    let mut agents: Vec<Agent> = (1..=3)
+        .map(|i| Agent::start(&master, &format!("node-{i}"), &["--simulate", "--cpus", "2", "--mem", "2048"]))
+        .collect();
+    eventually("three nodes", Duration::from_secs(30), || (connected_nodes(&master) == 3).then_some(()));
+    master.load_plugin("framework", "workers", guests::WORKERS);
+    master.ok(&[
+        "framework",
+        "add",
+        "svc",
+        "--plugin",
+        "workers",
+        "--config",
+        r#"{"instances": 6, "milli_cpus": 500}"#,
+    ]);
+    let running = eventually("six tasks running", Duration::from_secs(30), || {
+        let running = tasks_in(&master, "svc", "running");
+        (running.len() == 6).then_some(running)
+    });
+
+    // Kill the agent that runs the most tasks.
+    let victim = agents
+        .iter()
+        .map(|a| a.name.clone())
+        .max_by_key(|name| running.iter().filter(|t| t["hostname"] == name.as_str()).count())
+        .unwrap();
+    let doomed: BTreeSet<String> = running
+        .iter()
+        .filter(|t| t["hostname"] == victim.as_str())
+        .map(|t| t["task"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!doomed.is_empty());
+    agents.iter_mut().find(|a| a.name == victim).unwrap().kill9();
+
+    // Its tasks are lost within the timeout (3 s, plus housekeeping), with the reason.
+    eventually("the dead agent's tasks to be lost", Duration::from_secs(20), || {
+        let lost = tasks_in(&master, "svc", "lost");
+        let ids: BTreeSet<String> = lost.iter().map(|t| t["task"].as_str().unwrap().to_string()).collect();
+        (ids == doomed).then_some(())
+    });
+    for task in tasks_in(&master, "svc", "lost") {
+        assert_eq!(task["reason"], "agent-lost", "{task}");
+    }
+    let node = master
+        .json(&["node", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["hostname"] == victim.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(node["state"], "unreachable");
+
+    // The framework relaunches them on the other two nodes.
+    let relaunched = eventually("six tasks running again", Duration::from_secs(30), || {
+        let running = tasks_in(&master, "svc", "running");
+        (running.len() == 6).then_some(running)
+    });
+    assert!(relaunched.iter().all(|t| t["hostname"] != victim.as_str()), "{relaunched:?}");
+}
+
+#[test]
+fn a_master_killed_with_sigkill_comes_back_with_everything_and_no_task_runs_twice() {
+    let mut master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "20000"]);
+    let agents: Vec<Agent> = (1..=2)
+        .map(|i| Agent::start(&master, &format!("node-{i}"), &["--simulate", "--cpus", "4", "--mem", "4096"]))
+        .collect();
+    eventually("two nodes", Duration::from_secs(30), || (connected_nodes(&master) == 2).then_some(()));
+    master.load_plugin("framework", "workers", guests::WORKERS);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proportional.wasm");
+    std::fs::write(&file, berth_host::bundled::PROPORTIONAL).unwrap();
+    master.ok(&["plugin", "swap", "proportional", file.to_str().unwrap(), "--config", "{}"]);
+    master.ok(&[
+        "framework",
+        "add",
+        "svc",
+        "--plugin",
+        "workers",
+        "--weight",
+        "2.5",
+        "--config",
+        r#"{"instances": 4}"#,
+    ]);
+    let before: BTreeSet<String> = eventually("four tasks running", Duration::from_secs(30), || {
+        let running = tasks_in(&master, "svc", "running");
+        (running.len() == 4)
+            .then(|| running.iter().map(|t| t["task"].as_str().unwrap().to_string()).collect())
+    });
+    let plugins_before = master.json(&["plugin", "ls"]);
+
+    master.restart();
+
+    // Frameworks, plugin versions and tasks are back.
+    let frameworks = master.json(&["framework", "ls"]);
+    assert_eq!(frameworks[0]["name"], "svc");
+    assert_eq!(frameworks[0]["weight"], 2.5);
+    let plugins_after = master.json(&["plugin", "ls"]);
+    let versions = |v: &Value| -> Vec<(String, u64, bool)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().into(),
+                    p["version"].as_u64().unwrap(),
+                    p["active"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(versions(&plugins_after), versions(&plugins_before));
+    assert!(versions(&plugins_after).contains(&("proportional".into(), 2, true)));
+
+    // The agents re-register; the same four tasks run, once each, and nothing new was launched.
+    eventually("the agents to re-register", Duration::from_secs(30), || {
+        (connected_nodes(&master) == 2).then_some(())
+    });
+    let after: BTreeSet<String> =
+        tasks_in(&master, "svc", "running").iter().map(|t| t["task"].as_str().unwrap().to_string()).collect();
+    assert_eq!(after, before);
+    let cycles_now = master.get("/v1/cycles").as_array().unwrap().len();
+    eventually("a few cycles after the restart", Duration::from_secs(30), || {
+        (master.get("/v1/cycles").as_array().unwrap().len() >= cycles_now + 3).then_some(())
+    });
+    let all: Vec<Value> = master.tasks("svc");
+    assert_eq!(all.len(), 4, "no task was launched again: {all:?}");
+    let agent_running: u64 = master
+        .get("/v1/nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(agent_running, 4, "the agents run each task once");
+
+    // Cycles resume: scaling up launches more.
+    let (status, body) = master.request("PUT", "/frameworks/svc/instances?6", "");
+    assert_eq!(status, 200, "{body}");
+    eventually("six tasks running", Duration::from_secs(30), || {
+        (tasks_in(&master, "svc", "running").len() == 6).then_some(())
+    });
+    drop(agents);
+}
