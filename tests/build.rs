@@ -15,6 +15,7 @@ const GUESTS: &[Guest] = &[
     Guest { package: "berth-test-missing-export", name: "missing-export" },
     Guest { package: "berth-test-workers", name: "workers" },
     Guest { package: "berth-test-rogue", name: "rogue" },
+    Guest { package: "berth-test-launcher", name: "launcher" },
 ];
 
 fn main() {

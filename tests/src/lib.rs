@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod docker;
 pub mod views;
 
 /// Paths of the test guest components built by `build.rs` from `tests/guests/`.

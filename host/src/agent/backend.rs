@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 /// Runs tasks on one node. Status changes are sent on the channel the backend was created with, in
 /// order per task; the agent forwards them to the master until acknowledged.
@@ -24,4 +25,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// How many tasks run now, for heartbeats.
     fn running(&self) -> u32;
+
+    /// A task's output (also of tasks that ended, while the backend keeps it), from the last `tail` lines
+    /// (all when 0), following new output when `follow`.
+    fn logs(
+        &self,
+        framework: &str,
+        task_id: &str,
+        follow: bool,
+        tail: u32,
+    ) -> BoxStream<'static, Result<pb::LogChunk, String>>;
 }

@@ -5,6 +5,9 @@
 //! It does not decide anything: the master places tasks, the backend runs them.
 
 mod backend;
+pub mod container;
+pub mod docker;
+mod health;
 pub mod simulated;
 
 use std::collections::{BTreeMap, HashMap};
@@ -209,6 +212,9 @@ pub async fn run(
         }
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Log streams run as their own tasks and hand their chunks to this loop, which owns the link.
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ToMaster>();
+        let mut log_streams: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
@@ -225,11 +231,29 @@ pub async fn run(
                     ),
                     Some(FromMaster::Ack(ack)) => unacked.ack(&ack.uuid),
                     Some(FromMaster::Registered(_)) => {}
+                    Some(FromMaster::Logs(request)) => {
+                        let id = request.request_id;
+                        let stream = backend.logs(&request.framework, &request.task_id, request.follow, request.tail);
+                        let handle = tokio::spawn(forward_logs(id, stream, out_tx.clone()));
+                        log_streams.retain(|_, h| !h.is_finished());
+                        log_streams.insert(id, handle.abort_handle());
+                    }
+                    Some(FromMaster::CancelLogs(cancel)) => {
+                        if let Some(handle) = log_streams.remove(&cancel.request_id) {
+                            handle.abort();
+                        }
+                    }
                     None => {
                         tracing::warn!(target: "berth.agent", "lost the connection to the master; reconnecting");
+                        for (_, handle) in log_streams.drain() {
+                            handle.abort();
+                        }
                         break;
                     }
                 },
+                Some(message) = out_rx.recv() => {
+                    link.send(message);
+                }
                 Some(status) = events.recv() => {
                     counter += 1;
                     let update = pb::StatusUpdate { uuid: format!("{}-{boot}-{counter}", config.agent_id), status: Some(status) };
@@ -247,6 +271,33 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Streams one task's output to the master, ending with an end-of-file chunk (carrying the error, if
+/// the output could not be read).
+async fn forward_logs(
+    request_id: u64,
+    mut stream: futures::stream::BoxStream<'static, Result<pb::LogChunk, String>>,
+    out: mpsc::UnboundedSender<ToMaster>,
+) {
+    let send = |chunk: pb::LogChunk| {
+        out.send(ToMaster::Logs(pb::AgentLogChunk { request_id, chunk: Some(chunk) })).is_ok()
+    };
+    let mut error = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                if !send(chunk) {
+                    return;
+                }
+            }
+            Err(e) => {
+                error = e;
+                break;
+            }
+        }
+    }
+    send(pb::LogChunk { eof: true, error, ..Default::default() });
 }
 
 #[cfg(test)]

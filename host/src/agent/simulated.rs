@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use super::backend::Backend;
@@ -120,5 +121,17 @@ impl Backend for SimulatedBackend {
 
     fn running(&self) -> u32 {
         self.tasks.lock().expect("tasks lock").len() as u32
+    }
+
+    fn logs(
+        &self,
+        _framework: &str,
+        _task_id: &str,
+        _follow: bool,
+        _tail: u32,
+    ) -> BoxStream<'static, Result<pb::LogChunk, String>> {
+        Box::pin(futures::stream::once(async {
+            Err("simulated tasks run nothing and write no output".to_string())
+        }))
     }
 }

@@ -352,8 +352,28 @@ impl pb::task_service_server::TaskService for Services {
         self.auth.grpc(&request, Need::Write)?;
         let r = request.into_inner();
         let grace = (r.grace_period_ms > 0).then_some(r.grace_period_ms);
-        self.handle.try_call(move |m| m.kill_task(&r.framework, &r.task_id, grace)).await?;
+        self.handle
+            .try_call(move |m| {
+                let key = m.resolve_task(&r.framework, &r.task_id)?;
+                let framework = m.framework_name(key.0);
+                m.kill_task(&framework, &key.1, grace)
+            })
+            .await?;
         Ok(Response::new(pb::KillTaskResponse {}))
+    }
+
+    type LogsStream = BoxStream<pb::LogChunk>;
+
+    async fn logs(
+        &self,
+        request: Request<pb::TaskLogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        self.auth.grpc(&request, Need::Read)?;
+        let r = request.into_inner();
+        let rx =
+            self.handle.try_call(move |m| m.open_logs(&r.framework, &r.task_id, r.follow, r.tail)).await?;
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
     }
 
     type WatchStream = BoxStream<pb::TaskStatus>;

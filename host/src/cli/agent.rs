@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use berth_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
+use crate::agent::container::Policy;
+use crate::agent::docker::{DockerBackend, DockerOptions};
 use crate::agent::simulated::SimulatedBackend;
 use crate::agent::{self, AgentConfig, Backend, Transport};
 use crate::config::{default_data_dir, parse_ports};
@@ -49,9 +51,13 @@ pub struct Args {
     /// Bind-mount host paths when a task asks.
     #[arg(long)]
     allow_host_mounts: bool,
+    /// How long exited containers (and their logs) are kept, seconds.
+    #[arg(long, default_value_t = 900)]
+    log_retention_s: u64,
 }
 
-fn hostname() -> String {
+/// This machine's hostname.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
@@ -61,7 +67,7 @@ fn hostname() -> String {
 }
 
 /// The agent's id: kept in the work directory so a restarted agent is the same node.
-fn agent_id(work_dir: &std::path::Path, hostname: &str) -> anyhow::Result<String> {
+pub fn agent_id(work_dir: &std::path::Path, hostname: &str) -> anyhow::Result<String> {
     let path = work_dir.join("agent-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim().to_string();
@@ -108,7 +114,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.mem.unwrap_or(8 * 1024),
         )
     } else {
-        anyhow::bail!("the Docker backend is not built yet: pass --simulate");
+        let options = DockerOptions {
+            policy: Policy {
+                allow_privileged: args.allow_privileged,
+                allow_host_mounts: args.allow_host_mounts,
+            },
+            retention: std::time::Duration::from_secs(args.log_retention_s),
+        };
+        let (backend, detected) = DockerBackend::connect(&agent_id, &hostname, options, tx).await?;
+        let cpus = args.cpus.unwrap_or(detected.milli_cpus as f64 / 1000.0);
+        (Arc::new(backend), cpus, args.mem.unwrap_or_else(|| super::serve::offered_memory(detected.mem_mib)))
     };
     let config = AgentConfig {
         agent_id,

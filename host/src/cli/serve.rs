@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use berth_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
+use crate::agent::container::Policy;
+use crate::agent::docker::{DockerBackend, DockerOptions};
 use crate::agent::simulated::SimulatedBackend;
 use crate::agent::{self, AgentConfig, Backend, Transport};
 use crate::api::{self, Auth};
@@ -39,6 +41,9 @@ pub struct Args {
     /// Require the operator token for reads too.
     #[arg(long)]
     protect_reads: bool,
+    /// Host ports the local agent offers [default: 31000-32000].
+    #[arg(long)]
+    agent_ports: Option<String>,
 }
 
 impl Args {
@@ -60,6 +65,9 @@ impl Args {
             config.master.agent_timeout_ms = ms;
         }
         config.protect_reads |= self.protect_reads;
+        if let Some(ports) = &self.agent_ports {
+            config.agent.ports = ports.clone();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -191,8 +199,41 @@ async fn start_local_agents(
     if !a.enabled {
         return Ok(());
     }
-    anyhow::bail!(
-        "the Docker agent is not built yet: run `berth serve --simulate-nodes N` or `--no-local-agent` with \
-         separate `berth agent` processes"
-    )
+    let data_dir = config.data_dir()?;
+    let hostname = a.hostname.clone().unwrap_or_else(super::agent::hostname);
+    let agent_id = super::agent::agent_id(&data_dir, &hostname)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let options = DockerOptions {
+        policy: Policy { allow_privileged: a.allow_privileged, allow_host_mounts: a.allow_host_mounts },
+        retention: std::time::Duration::from_secs(config.master.task_retention_s),
+    };
+    let (backend, detected) = DockerBackend::connect(&agent_id, &hostname, options, tx)
+        .await
+        .context("starting the local Docker agent (use --no-local-agent to run without one)")?;
+    let milli_cpus = a.cpus.map(|c| (c * 1000.0).round() as u64).unwrap_or(detected.milli_cpus);
+    let resources = resources(
+        milli_cpus as f64 / 1000.0,
+        a.mem_mib.unwrap_or_else(|| offered_memory(detected.mem_mib)),
+        a.disk_mib.unwrap_or(100 * 1024),
+        &a.ports,
+    )?;
+    tracing::info!(target: "berth", agent = %agent_id, cpus = milli_cpus as f64 / 1000.0, mem_mib = resources.mem_mib,
+        "local Docker agent");
+    let agent = AgentConfig {
+        agent_id,
+        hostname,
+        resources,
+        attributes,
+        allow_privileged: a.allow_privileged,
+        allow_host_mounts: a.allow_host_mounts,
+    };
+    let backend: Arc<dyn Backend> = Arc::new(backend);
+    agents.spawn(agent::run(agent, backend, rx, Transport::Local(handle.clone()), stop.clone()));
+    Ok(())
+}
+
+/// Memory to offer from what the machine has: all but a reserve for the system (1 GiB or 10%, the
+/// smaller).
+pub fn offered_memory(total_mib: u64) -> u64 {
+    total_mib.saturating_sub((total_mib / 10).min(1024))
 }

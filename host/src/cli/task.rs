@@ -17,11 +17,26 @@ pub enum Command {
     },
     /// Kill a task.
     Kill {
-        framework: String,
         task: String,
+        /// The task's framework (needed only when several frameworks have a task of that id).
+        #[arg(long)]
+        framework: Option<String>,
         /// Time between SIGTERM and SIGKILL, milliseconds [default: the task's own].
         #[arg(long)]
         grace_ms: Option<u32>,
+    },
+    /// Print a task's stdout and stderr.
+    Logs {
+        task: String,
+        /// The task's framework (needed only when several frameworks have a task of that id).
+        #[arg(long)]
+        framework: Option<String>,
+        /// Keep printing new output.
+        #[arg(long, short)]
+        follow: bool,
+        /// Start with the last N lines.
+        #[arg(long)]
+        tail: Option<u32>,
     },
     /// Print status updates as they happen (after the current state of each task).
     Watch {
@@ -112,17 +127,46 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
                 &rows,
             );
         }
-        Command::Kill { framework, task, grace_ms } => {
+        Command::Kill { task, framework, grace_ms } => {
             client
                 .tasks
                 .kill(pb::KillTaskRequest {
-                    framework: framework.clone(),
+                    framework: framework.unwrap_or_default(),
                     task_id: task.clone(),
                     grace_period_ms: grace_ms.unwrap_or(0),
                 })
                 .await
                 .map_err(status)?;
-            output::print_one(args.json, &json!({ "killing": task, "framework": framework }));
+            output::print_one(args.json, &json!({ "killing": task }));
+        }
+        Command::Logs { task, framework, follow, tail } => {
+            use std::io::Write as _;
+            let mut stream = client
+                .tasks
+                .logs(pb::TaskLogsRequest {
+                    framework: framework.unwrap_or_default(),
+                    task_id: task,
+                    follow,
+                    tail: tail.unwrap_or(0),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(status)?;
+                if chunk.eof {
+                    if !chunk.error.is_empty() {
+                        anyhow::bail!("{}", chunk.error);
+                    }
+                    break;
+                }
+                if chunk.stream() == pb::log_chunk::Stream::Stderr {
+                    std::io::stderr().write_all(&chunk.data)?;
+                } else {
+                    std::io::stdout().write_all(&chunk.data)?;
+                    std::io::stdout().flush()?;
+                }
+            }
         }
         Command::Watch { filter, updates_only } => {
             let mut stream = client

@@ -67,6 +67,7 @@ impl Master {
                     n.agent_running = heartbeat.running_tasks;
                 }
             }
+            FromAgent::Logs(chunk) => self.log_chunk(node, chunk),
             FromAgent::Status(update) => {
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.last_seen = Instant::now();
@@ -230,7 +231,8 @@ impl Master {
                 framework: framework.to_string(),
                 task_id: task_id.to_string(),
                 grace_period_ms: ORPHAN_KILL_GRACE_MS,
-                reason: pb::TaskReason::KilledByFramework as i32,
+                // `task-unknown` tells the agent nobody wants this container, not even for its logs.
+                reason: pb::TaskReason::TaskUnknown as i32,
             }),
         );
     }
@@ -283,6 +285,7 @@ impl Master {
         {
             n.connection = None;
             tracing::info!(target: "berth.master", agent = %n.agent_id, "agent disconnected");
+            self.close_log_streams(node, "the agent disconnected");
         }
     }
 
@@ -301,6 +304,7 @@ impl Master {
     }
 
     fn node_lost(&mut self, node: u32) {
+        self.close_log_streams(node, "the agent is unreachable");
         let Some(n) = self.nodes.get_mut(&node) else { return };
         n.state = NodeState::Unreachable;
         if let Some((connection, _)) = n.connection.take() {

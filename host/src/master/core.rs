@@ -67,6 +67,9 @@ pub struct Master {
     pub(super) cycle_count: u64,
     pub(super) events: broadcast::Sender<Event>,
     last_housekeeping: Instant,
+    /// Open log streams: request id to the node serving it and the client's channel.
+    pub(super) log_streams: HashMap<u64, (u32, mpsc::UnboundedSender<pb::LogChunk>)>,
+    pub(super) next_log_request: u64,
     /// Plugin versions that came from the binary (`name`, `version`), so upgrades replace only those.
     pub(super) bundled_versions: std::collections::HashSet<(String, u32)>,
     stop: bool,
@@ -141,6 +144,8 @@ impl Master {
             cycle_count: 0,
             events,
             last_housekeeping: now,
+            log_streams: HashMap::new(),
+            next_log_request: 1,
             bundled_versions: Default::default(),
             stop: false,
         };

@@ -160,6 +160,11 @@ impl Master {
             .ok_or_else(|| ApiError::NotFound(format!("no framework named `{name}`")))
     }
 
+    /// A framework's name by id (empty if unknown).
+    pub fn framework_name(&self, id: u32) -> String {
+        self.frameworks.get(&id).map(|f| f.name.clone()).unwrap_or_default()
+    }
+
     fn persist_framework(&mut self, id: u32) {
         let f = &self.frameworks[&id];
         self.batch.put_framework(&f.name, &f.record);

@@ -16,6 +16,7 @@ mod core;
 mod cycle;
 mod frameworks;
 mod kv;
+mod logs;
 mod plugins;
 mod query;
 mod state;

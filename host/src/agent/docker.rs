@@ -1,0 +1,657 @@
+//! The Docker backend: tasks as containers on the local engine, through bollard.
+//!
+//! Status comes from the engine's event stream (`start`, `oom`, `die`), not from polling. An agent that
+//! restarts adopts its running containers (found by its `berth.agent` label), reports the ones that ended
+//! while it was away, and the master tells it to kill those it no longer wants. Exited containers are
+//! kept for a while so their logs stay readable, then removed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use berth_proto::v1 as pb;
+use bollard::Docker;
+use bollard::models::{ContainerSummaryStateEnum, EventMessage};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::backend::Backend;
+use super::container::{self, LABEL_AGENT, LABEL_FRAMEWORK, LABEL_SPEC, LABEL_TASK, Policy};
+use super::health::{self, HealthEvent};
+use crate::model::unix_ms;
+
+/// What the Docker backend may do and keep.
+#[derive(Clone, Copy, Debug)]
+pub struct DockerOptions {
+    pub policy: Policy,
+    /// How long exited containers are kept for their logs.
+    pub retention: Duration,
+}
+
+/// CPU and memory the engine's machine has.
+#[derive(Clone, Copy, Debug)]
+pub struct Detected {
+    pub milli_cpus: u64,
+    pub mem_mib: u64,
+}
+
+type Key = (String, String);
+
+struct Tracked {
+    spec: pb::TaskSpec,
+    state: pb::TaskState,
+    container: Option<String>,
+    /// Set when a kill was asked for, with the reason the task will end with.
+    kill: Option<pb::TaskReason>,
+    oom: bool,
+    healthy: Option<bool>,
+    /// The health checkers; dropping the set stops them.
+    health: Option<JoinSet<()>>,
+}
+
+struct Inner {
+    docker: Docker,
+    agent_id: String,
+    hostname: String,
+    options: DockerOptions,
+    events: mpsc::UnboundedSender<pb::TaskStatus>,
+    tasks: Mutex<HashMap<Key, Tracked>>,
+}
+
+/// Runs tasks as Docker containers.
+pub struct DockerBackend {
+    inner: Arc<Inner>,
+}
+
+fn engine_error(e: bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+impl DockerBackend {
+    /// Connects to the local engine, adopts this agent's containers, and starts following events.
+    pub async fn connect(
+        agent_id: &str,
+        hostname: &str,
+        options: DockerOptions,
+        events: mpsc::UnboundedSender<pb::TaskStatus>,
+    ) -> anyhow::Result<(DockerBackend, Detected)> {
+        let docker = Docker::connect_with_local_defaults()
+            .context("cannot find the Docker engine")?
+            .negotiate_version()
+            .await
+            .context("cannot reach the Docker engine (is it running, and may this user use its socket?)")?;
+        let info = docker.info().await.context("asking the Docker engine for its resources")?;
+        let detected = Detected {
+            milli_cpus: info.ncpu.unwrap_or(1).max(1) as u64 * 1000,
+            mem_mib: (info.mem_total.unwrap_or(0).max(0) as u64) / (1024 * 1024),
+        };
+        let inner = Arc::new(Inner {
+            docker,
+            agent_id: agent_id.to_string(),
+            hostname: hostname.to_string(),
+            options,
+            events,
+            tasks: Mutex::new(HashMap::new()),
+        });
+        // Follow events before adopting, so nothing that happens in between is missed.
+        let stream = inner.event_stream(None);
+        inner.adopt().await.context("adopting this agent's containers")?;
+        tokio::spawn(inner.clone().follow(stream));
+        tokio::spawn(inner.clone().reap());
+        Ok((DockerBackend { inner }, detected))
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Tracked>> {
+        self.tasks.lock().expect("docker tasks lock")
+    }
+
+    fn label_filter(&self) -> HashMap<&'static str, Vec<String>> {
+        HashMap::from([("label", vec![format!("{LABEL_AGENT}={}", self.agent_id)])])
+    }
+
+    fn status(&self, framework: &str, spec: &pb::TaskSpec, state: pb::TaskState) -> pb::TaskStatus {
+        pb::TaskStatus {
+            framework: framework.to_string(),
+            task_id: spec.id.clone(),
+            state: state as i32,
+            reason: pb::TaskReason::None as i32,
+            message: String::new(),
+            healthy: None,
+            exit_code: None,
+            agent_id: self.agent_id.clone(),
+            hostname: self.hostname.clone(),
+            ports: spec.resources.as_ref().map(|r| r.ports.clone()).unwrap_or_default(),
+            timestamp_ms: unix_ms(),
+        }
+    }
+
+    fn emit(&self, status: pb::TaskStatus) {
+        let _ = self.events.send(status);
+    }
+
+    fn event_stream(
+        &self,
+        since: Option<i64>,
+    ) -> BoxStream<'static, Result<EventMessage, bollard::errors::Error>> {
+        let mut filters = self.label_filter();
+        filters.insert("type", vec!["container".into()]);
+        let mut options = EventsOptionsBuilder::new().filters(&filters);
+        let since = since.map(|s| s.to_string());
+        if let Some(since) = &since {
+            options = options.since(since);
+        }
+        self.docker.events(Some(options.build())).boxed()
+    }
+
+    /// Follows engine events; reconnects (from the last event seen) if the stream breaks.
+    async fn follow(
+        self: Arc<Self>,
+        mut stream: BoxStream<'static, Result<EventMessage, bollard::errors::Error>>,
+    ) {
+        let mut last = None;
+        loop {
+            match stream.next().await {
+                Some(Ok(event)) => {
+                    last = event.time.or(last);
+                    self.on_event(event).await;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(target: "berth.agent.docker", error = %e, "the engine's event stream failed; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    stream = self.event_stream(last);
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    stream = self.event_stream(last);
+                }
+            }
+        }
+    }
+
+    async fn on_event(self: &Arc<Self>, event: EventMessage) {
+        let Some(actor) = event.actor else { return };
+        let attributes = actor.attributes.unwrap_or_default();
+        let (Some(framework), Some(task)) = (attributes.get(LABEL_FRAMEWORK), attributes.get(LABEL_TASK))
+        else {
+            return;
+        };
+        let key = (framework.clone(), task.clone());
+        let container = actor.id.unwrap_or_default();
+        match event.action.as_deref() {
+            Some("start") => self.started(&key, &container),
+            Some("oom") => {
+                if let Some(t) = self.lock().get_mut(&key) {
+                    t.oom = true;
+                }
+            }
+            Some("die") => {
+                let code = attributes.get("exitCode").and_then(|c| c.parse::<i32>().ok());
+                self.ended(&key, &container, code).await;
+            }
+            _ => {}
+        }
+    }
+
+    fn started(self: &Arc<Self>, key: &Key, container: &str) {
+        let (status, checks, spec) = {
+            let mut tasks = self.lock();
+            let Some(t) = tasks.get_mut(key) else { return };
+            if t.state != pb::TaskState::Starting {
+                return;
+            }
+            t.state = pb::TaskState::Running;
+            t.container = Some(container.to_string());
+            (
+                self.status(&key.0, &t.spec, pb::TaskState::Running),
+                t.spec.health_checks.clone(),
+                t.spec.clone(),
+            )
+        };
+        self.emit(status);
+        if !checks.is_empty() {
+            self.watch_health(key, container, &spec, checks);
+        }
+    }
+
+    fn watch_health(
+        self: &Arc<Self>,
+        key: &Key,
+        container: &str,
+        spec: &pb::TaskSpec,
+        checks: Vec<pb::HealthCheck>,
+    ) {
+        let (me, key, container, spec) = (self.clone(), key.clone(), container.to_string(), spec.clone());
+        tokio::spawn(async move {
+            let ip = me.container_ip(&container, &spec).await;
+            let target = health::Target {
+                docker: me.docker.clone(),
+                container: container.clone(),
+                addresses: container::probe_addresses(&spec, ip),
+            };
+            let (weak, key2) = (Arc::downgrade(&me), key.clone());
+            let report: Arc<dyn Fn(HealthEvent) + Send + Sync> = Arc::new(move |event| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.health_event(&key2, event);
+                }
+            });
+            let set = health::spawn(checks, target, report);
+            if let Some(t) = me.lock().get_mut(&key)
+                && t.kill.is_none()
+            {
+                t.health = Some(set);
+            }
+        });
+    }
+
+    /// The container's address on its network (bridge or user network), for health probes.
+    async fn container_ip(&self, container: &str, spec: &pb::TaskSpec) -> Option<std::net::IpAddr> {
+        let inspect = self.docker.inspect_container(container, None).await.ok()?;
+        let networks = inspect.network_settings?.networks?;
+        let wanted = spec.container.as_ref().and_then(|c| c.network.as_ref()).map(|n| match n.mode() {
+            pb::network::Mode::User => n.user_network.clone(),
+            _ => "bridge".to_string(),
+        });
+        let endpoint = match wanted {
+            Some(name) => networks.get(&name).cloned(),
+            None => networks.get("bridge").cloned(),
+        }
+        .or_else(|| networks.values().next().cloned())?;
+        endpoint.ip_address.filter(|ip| !ip.is_empty())?.parse().ok()
+    }
+
+    fn health_event(self: &Arc<Self>, key: &Key, event: HealthEvent) {
+        match event {
+            HealthEvent::Changed { healthy, message } => {
+                let status = {
+                    let mut tasks = self.lock();
+                    let Some(t) = tasks.get_mut(key) else { return };
+                    if t.state != pb::TaskState::Running {
+                        return;
+                    }
+                    t.healthy = Some(healthy);
+                    let mut status = self.status(&key.0, &t.spec, pb::TaskState::Running);
+                    status.healthy = Some(healthy);
+                    status.reason = pb::TaskReason::HealthChanged as i32;
+                    status.message = message;
+                    status
+                };
+                self.emit(status);
+            }
+            HealthEvent::Failed { message } => {
+                tracing::info!(target: "berth.agent.docker", framework = %key.0, task = %key.1, %message, "killing an unhealthy task");
+                let grace = self.lock().get(key).map(|t| t.spec.kill_grace_period_ms).unwrap_or(0);
+                self.kill(
+                    &key.0,
+                    &key.1,
+                    Duration::from_millis(u64::from(grace)),
+                    pb::TaskReason::HealthCheckFailed,
+                );
+            }
+        }
+    }
+
+    /// A container ended: the task's terminal status, from why it ended.
+    async fn ended(self: &Arc<Self>, key: &Key, container: &str, code: Option<i32>) {
+        let Some(tracked) = self.lock().remove(key) else { return };
+        let oom = tracked.oom || self.oom_killed(container).await;
+        let status = self.terminal_status(&key.0, &tracked.spec, tracked.kill, oom, code, tracked.healthy);
+        self.emit(status);
+        if tracked.kill == Some(pb::TaskReason::TaskUnknown) {
+            // An orphan: nobody will ask for its logs.
+            self.remove(container).await;
+        }
+    }
+
+    async fn oom_killed(&self, container: &str) -> bool {
+        self.docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false)
+    }
+
+    fn terminal_status(
+        &self,
+        framework: &str,
+        spec: &pb::TaskSpec,
+        kill: Option<pb::TaskReason>,
+        oom: bool,
+        code: Option<i32>,
+        healthy: Option<bool>,
+    ) -> pb::TaskStatus {
+        let mut status = self.status(framework, spec, pb::TaskState::Finished);
+        status.exit_code = code;
+        status.healthy = healthy;
+        let mem = spec.resources.as_ref().map(|r| r.mem_mib).unwrap_or(0);
+        match (kill, oom, code) {
+            (Some(reason), _, _) => {
+                status.state = pb::TaskState::Killed as i32;
+                status.reason = reason as i32;
+                status.message = format!("killed (exit code {})", code.unwrap_or(-1));
+            }
+            (None, true, _) => {
+                status.state = pb::TaskState::Failed as i32;
+                status.reason = pb::TaskReason::MemoryLimit as i32;
+                status.message =
+                    format!("the kernel killed the container for exceeding its memory limit of {mem} MiB");
+            }
+            (None, false, Some(0)) => {}
+            (None, false, code) => {
+                status.state = pb::TaskState::Failed as i32;
+                status.reason = pb::TaskReason::CommandFailed as i32;
+                status.message = format!("exited with code {}", code.unwrap_or(-1));
+            }
+        }
+        status
+    }
+
+    async fn remove(&self, container: &str) {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        if let Err(e) = self.docker.remove_container(container, Some(options)).await {
+            tracing::warn!(target: "berth.agent.docker", %container, error = %engine_error(e), "could not remove a container");
+        }
+    }
+
+    /// Takes over this agent's containers after a restart: running ones are tracked again (with their
+    /// health checks); ones that ended while the agent was away are reported; ones that never started are
+    /// removed.
+    async fn adopt(self: &Arc<Self>) -> anyhow::Result<()> {
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&self.label_filter()).build();
+        for summary in self.docker.list_containers(Some(options)).await? {
+            let labels = summary.labels.clone().unwrap_or_default();
+            let (Some(framework), Some(id)) = (labels.get(LABEL_FRAMEWORK), labels.get(LABEL_TASK)) else {
+                continue;
+            };
+            let Some(container) = summary.id.clone() else { continue };
+            let spec = labels
+                .get(LABEL_SPEC)
+                .and_then(|s| container::decode_spec(s))
+                .unwrap_or_else(|| pb::TaskSpec { id: id.clone(), ..Default::default() });
+            let key = (framework.clone(), id.clone());
+            match summary.state {
+                Some(
+                    ContainerSummaryStateEnum::RUNNING
+                    | ContainerSummaryStateEnum::PAUSED
+                    | ContainerSummaryStateEnum::RESTARTING,
+                ) => {
+                    tracing::info!(target: "berth.agent.docker", %framework, task = %id, "adopting a running container");
+                    let checks = spec.health_checks.clone();
+                    self.lock().insert(
+                        key.clone(),
+                        Tracked {
+                            spec: spec.clone(),
+                            state: pb::TaskState::Running,
+                            container: Some(container.clone()),
+                            kill: None,
+                            oom: false,
+                            healthy: None,
+                            health: None,
+                        },
+                    );
+                    if !checks.is_empty() {
+                        self.watch_health(&key, &container, &spec, checks);
+                    }
+                }
+                Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
+                    // Ended while the agent was away: report how (the master ignores what it knows).
+                    let state =
+                        self.docker.inspect_container(&container, None).await.ok().and_then(|c| c.state);
+                    let code = state.as_ref().and_then(|s| s.exit_code).map(|c| c as i32);
+                    let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
+                    self.emit(self.terminal_status(framework, &spec, None, oom, code, None));
+                }
+                _ => self.remove(&container).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes exited containers older than the retention period, every minute.
+    async fn reap(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            interval.tick().await;
+            let mut filters = self.label_filter();
+            filters.insert("status", vec!["exited".into(), "dead".into()]);
+            let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+            let Ok(containers) = self.docker.list_containers(Some(options)).await else { continue };
+            for summary in containers {
+                let Some(id) = summary.id else { continue };
+                let finished = self
+                    .docker
+                    .inspect_container(&id, None)
+                    .await
+                    .ok()
+                    .and_then(|c| c.state)
+                    .and_then(|s| s.finished_at)
+                    .and_then(|f| age(&f));
+                if finished.is_some_and(|age| age > self.options.retention) {
+                    self.remove(&id).await;
+                }
+            }
+        }
+    }
+
+    /// Starts a task: pull if needed, create, start. Errors carry the reason the task failed with.
+    async fn start(
+        self: &Arc<Self>,
+        framework: &str,
+        task: &pb::TaskSpec,
+    ) -> Result<(), (pb::TaskReason, String)> {
+        let key = (framework.to_string(), task.id.clone());
+        let config = container::config(&self.agent_id, framework, task, self.options.policy)
+            .map_err(|m| (pb::TaskReason::ContainerLaunchFailed, m))?;
+        let image = config.image.clone().unwrap_or_default();
+        let force = task.container.as_ref().is_some_and(|c| c.force_pull);
+        if force || self.docker.inspect_image(&image).await.is_err() {
+            self.pull(&image).await.map_err(|m| (pb::TaskReason::ImagePullFailed, m))?;
+        }
+        if self.lock().get(&key).is_none_or(|t| t.kill.is_some()) {
+            return Err((pb::TaskReason::KilledByFramework, "killed before it started".into()));
+        }
+        let name = container::container_name(&self.agent_id, framework, &task.id);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = match self.docker.create_container(Some(options.clone()), config.clone()).await {
+            Ok(created) => created,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                // A container of that name is left from an earlier attempt: replace it.
+                self.remove(&name).await;
+                self.docker
+                    .create_container(Some(options), config)
+                    .await
+                    .map_err(|e| (pb::TaskReason::ContainerLaunchFailed, engine_error(e)))?
+            }
+            Err(e) => return Err((pb::TaskReason::ContainerLaunchFailed, engine_error(e))),
+        };
+        let killed = {
+            let mut tasks = self.lock();
+            match tasks.get_mut(&key) {
+                Some(t) => {
+                    t.container = Some(created.id.clone());
+                    t.kill.is_some()
+                }
+                None => true,
+            }
+        };
+        if killed {
+            self.remove(&created.id).await;
+            return Err((pb::TaskReason::KilledByFramework, "killed before it started".into()));
+        }
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            self.remove(&created.id).await;
+            return Err((pb::TaskReason::ContainerLaunchFailed, engine_error(e)));
+        }
+        Ok(())
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), String> {
+        let (repository, tag) = match image.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (image, "latest"),
+        };
+        let options = CreateImageOptionsBuilder::new().from_image(repository).tag(tag).build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|e| format!("pulling {image}: {}", engine_error(e)))
+    }
+
+    fn kill(self: &Arc<Self>, framework: &str, task_id: &str, grace: Duration, reason: pb::TaskReason) {
+        let key = (framework.to_string(), task_id.to_string());
+        let (container, status) = {
+            let mut tasks = self.lock();
+            let Some(t) = tasks.get_mut(&key) else {
+                tracing::debug!(target: "berth.agent.docker", %framework, task = %task_id, "kill of a task this agent does not run");
+                return;
+            };
+            if t.kill.is_some() {
+                return;
+            }
+            t.kill = Some(reason);
+            t.health = None;
+            let mut status = self.status(framework, &t.spec, pb::TaskState::Killing);
+            status.reason = reason as i32;
+            status.healthy = t.healthy;
+            (t.container.clone(), status)
+        };
+        self.emit(status);
+        // Without a container yet, the launch sees the kill and stops.
+        let Some(container) = container else { return };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let seconds = i32::try_from(grace.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
+            let options = StopContainerOptionsBuilder::new().t(seconds).build();
+            if let Err(e) = me.docker.stop_container(&container, Some(options)).await {
+                tracing::warn!(target: "berth.agent.docker", %container, error = %engine_error(e), "stopping a container failed");
+            }
+        });
+    }
+}
+
+/// How long ago an RFC 3339 timestamp (as the engine writes them) was; `None` if it cannot be read or is
+/// Docker's zero time.
+fn age(timestamp: &str) -> Option<Duration> {
+    if timestamp.starts_with("0001-") {
+        return None;
+    }
+    let seconds = timestamp.split('.').next()?.trim_end_matches('Z');
+    let t = humantime::parse_rfc3339_weak(seconds).ok()?;
+    std::time::SystemTime::now().duration_since(t).ok()
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn launch(&self, framework: String, task: pb::TaskSpec) {
+        let inner = &self.inner;
+        let key = (framework.clone(), task.id.clone());
+        {
+            let mut tasks = inner.lock();
+            if tasks.contains_key(&key) {
+                return;
+            }
+            tasks.insert(
+                key.clone(),
+                Tracked {
+                    spec: task.clone(),
+                    state: pb::TaskState::Starting,
+                    container: None,
+                    kill: None,
+                    oom: false,
+                    healthy: None,
+                    health: None,
+                },
+            );
+        }
+        inner.emit(inner.status(&framework, &task, pb::TaskState::Starting));
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err((reason, message)) = inner.start(&framework, &task).await {
+                let Some(tracked) = inner.lock().remove(&key) else { return };
+                let mut status = inner.status(&framework, &task, pb::TaskState::Failed);
+                if let Some(kill_reason) = tracked.kill {
+                    status.state = pb::TaskState::Killed as i32;
+                    status.reason = kill_reason as i32;
+                } else {
+                    status.reason = reason as i32;
+                }
+                status.message = message;
+                tracing::info!(target: "berth.agent.docker", %framework, task = %task.id, message = %status.message, "task did not start");
+                inner.emit(status);
+            }
+        });
+    }
+
+    fn kill(&self, framework: &str, task_id: &str, grace: Duration, reason: pb::TaskReason) {
+        self.inner.kill(framework, task_id, grace, reason);
+    }
+
+    fn tasks(&self) -> BoxFuture<'_, Vec<pb::TaskStatus>> {
+        let tasks: Vec<pb::TaskStatus> = self
+            .inner
+            .lock()
+            .iter()
+            .filter(|(_, t)| t.state == pb::TaskState::Running || t.state == pb::TaskState::Starting)
+            .map(|((framework, _), t)| {
+                let mut status = self.inner.status(framework, &t.spec, t.state);
+                status.healthy = t.healthy;
+                status
+            })
+            .collect();
+        Box::pin(async move { tasks })
+    }
+
+    fn running(&self) -> u32 {
+        self.inner.lock().values().filter(|t| t.state == pb::TaskState::Running).count() as u32
+    }
+
+    fn logs(
+        &self,
+        framework: &str,
+        task_id: &str,
+        follow: bool,
+        tail: u32,
+    ) -> BoxStream<'static, Result<pb::LogChunk, String>> {
+        let name = container::container_name(&self.inner.agent_id, framework, task_id);
+        let tail = if tail == 0 { "all".to_string() } else { tail.to_string() };
+        let options = LogsOptionsBuilder::new().follow(follow).stdout(true).stderr(true).tail(&tail).build();
+        self.inner
+            .docker
+            .logs(&name, Some(options))
+            .map(|item| match item {
+                Ok(bollard::container::LogOutput::StdErr { message }) => Ok(pb::LogChunk {
+                    stream: pb::log_chunk::Stream::Stderr as i32,
+                    data: message.to_vec(),
+                    eof: false,
+                    error: String::new(),
+                }),
+                Ok(output) => Ok(pb::LogChunk {
+                    stream: pb::log_chunk::Stream::Stdout as i32,
+                    data: output.into_bytes().to_vec(),
+                    eof: false,
+                    error: String::new(),
+                }),
+                Err(e) => Err(engine_error(e)),
+            })
+            .boxed()
+    }
+}

@@ -1,0 +1,264 @@
+//! Tasks as Docker containers, against the real engine: limits and labels, how tasks end, ports and
+//! health checks, kills with grace periods, logs, and an agent that restarts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use berth_tests::cluster::{Agent, Master, eventually};
+use berth_tests::{docker, guests};
+use serde_json::{Value, json};
+
+/// A master whose local agent runs Docker, with the launcher framework added.
+fn master() -> Master {
+    docker::require();
+    let master = Master::start(&[]);
+    master.load_plugin("framework", "launcher", guests::LAUNCHER);
+    master.ok(&["framework", "add", "l", "--plugin", "launcher"]);
+    master
+}
+
+fn submit(master: &Master, task: Value) {
+    let (status, body) = master.request("POST", "/frameworks/l/tasks", &task.to_string());
+    assert_eq!(status, 201, "{body}");
+}
+
+fn records(master: &Master) -> BTreeMap<String, Value> {
+    serde_json::from_str(&master.request("GET", "/frameworks/l/tasks", "").1).unwrap()
+}
+
+/// Waits until task `id`'s last state is `state` and returns its record.
+fn wait_state(master: &Master, id: &str, state: &str, timeout: Duration) -> Value {
+    eventually(&format!("task {id} to be {state}"), timeout, || {
+        let record = records(master).remove(id)?;
+        (record["history"].as_array()?.last()? == state).then_some(record)
+    })
+}
+
+fn container_of(agent: &str, task: &str) -> String {
+    let ids = docker::containers(&[&format!("berth.agent={agent}"), &format!("berth.task={task}")]);
+    assert_eq!(ids.len(), 1, "exactly one container for task {task}: {ids:?}");
+    ids[0].clone()
+}
+
+#[test]
+fn a_task_runs_as_a_container_with_its_limits_and_labels() {
+    let master = master();
+    submit(
+        &master,
+        json!({"id": "limited", "image": docker::busybox(), "command": "sleep 3600", "milli_cpus": 500, "mem_mib": 64}),
+    );
+    wait_state(&master, "limited", "running", Duration::from_secs(60));
+
+    let agent = master.local_agent_id().unwrap();
+    let c = docker::inspect(&container_of(&agent, "limited"));
+    assert_eq!(c["State"]["Running"], true);
+    let host = &c["HostConfig"];
+    assert_eq!(host["CpuPeriod"], 100_000);
+    assert_eq!(host["CpuQuota"], 50_000, "0.5 CPU is half of each period");
+    assert_eq!(host["CpuShares"], 512);
+    assert_eq!(host["Memory"], 64 * 1024 * 1024);
+    assert_eq!(host["MemorySwap"], 64 * 1024 * 1024, "no swap: a hard limit");
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["berth.task"], "limited");
+    assert_eq!(labels["berth.framework"], "l");
+    assert_eq!(labels["berth.agent"], agent.as_str());
+    assert!(c["Name"].as_str().unwrap().starts_with("/berth-l-limited-"), "{}", c["Name"]);
+}
+
+#[test]
+fn exit_codes_oom_and_missing_images_end_tasks_with_their_reason() {
+    let master = master();
+    let image = docker::busybox();
+    submit(&master, json!({"id": "zero", "image": image, "command": "exit 0"}));
+    submit(&master, json!({"id": "three", "image": image, "command": "exit 3"}));
+    // `tail` of an endless file without newlines holds everything it reads: it grows until the kernel
+    // stops it at the limit.
+    submit(&master, json!({"id": "hungry", "image": image, "command": "tail /dev/zero", "mem_mib": 16}));
+    submit(&master, json!({"id": "ghost", "image": "berth-test/does-not-exist:1.0", "command": "true"}));
+
+    let zero = wait_state(&master, "zero", "finished", Duration::from_secs(60));
+    assert_eq!(zero["exit_code"], 0);
+
+    let three = wait_state(&master, "three", "failed", Duration::from_secs(60));
+    assert_eq!(three["exit_code"], 3);
+    assert_eq!(three["reason"], "commandfailed");
+
+    let hungry = wait_state(&master, "hungry", "failed", Duration::from_secs(60));
+    assert_eq!(hungry["reason"], "memorylimit", "{hungry}");
+    assert!(hungry["message"].as_str().unwrap().contains("memory limit of 16 MiB"), "{hungry}");
+
+    let ghost = wait_state(&master, "ghost", "failed", Duration::from_secs(60));
+    assert_eq!(ghost["reason"], "imagepullfailed", "{ghost}");
+    let message = ghost["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("pulling berth-test/does-not-exist:1.0:") && message.len() > 40,
+        "the engine's error: {message}"
+    );
+
+    // The same reasons through the master's own API.
+    let failed = master.json(&["task", "ls", "--framework", "l", "--state", "failed"]);
+    let reasons: BTreeMap<String, String> = failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["task"].as_str().unwrap().into(), t["reason"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(reasons["hungry"], "memory-limit");
+    assert_eq!(reasons["ghost"], "image-pull-failed");
+    assert_eq!(reasons["three"], "command-failed");
+}
+
+#[test]
+fn an_http_workload_is_reachable_on_its_offered_port_and_its_health_check_follows_it() {
+    let master = master();
+    // httpd runs in the background so the test can stop it while the container keeps running.
+    let command =
+        "mkdir -p /www && echo hello from berth > /www/index.html && httpd -p 80 -h /www && sleep 3600";
+    let health =
+        json!({"kind": "http", "path": "/", "port_index": 0, "interval_ms": 300, "timeout_ms": 1000});
+    submit(
+        &master,
+        json!({"id": "web", "image": docker::busybox(), "command": command, "container_ports": [80], "health": [health]}),
+    );
+    let record = eventually("the web task to turn healthy", Duration::from_secs(60), || {
+        let record = records(&master).remove("web")?;
+        (record["healthy"] == true).then_some(record)
+    });
+    let port = record["ports"][0].as_u64().unwrap();
+    let node = &master.get("/v1/nodes")[0];
+    let offered = &node["total"]["ports"][0];
+    assert!(
+        offered["begin"].as_u64().unwrap() <= port && port <= offered["end"].as_u64().unwrap(),
+        "a port from the offer: {port}"
+    );
+    let body =
+        ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().into_body().read_to_string().unwrap();
+    assert_eq!(body, "hello from berth\n");
+
+    // Stop the server inside the container: the check fails and the task turns unhealthy.
+    let agent = master.local_agent_id().unwrap();
+    let out = docker::docker(&["exec", &container_of(&agent, "web"), "killall", "httpd"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record = eventually("the web task to turn unhealthy", Duration::from_secs(30), || {
+        let record = records(&master).remove("web")?;
+        (record["healthy"] == false).then_some(record)
+    });
+    assert_eq!(record["history"].as_array().unwrap().last().unwrap(), "running", "unhealthy, still running");
+    assert_eq!(record["reason"], "healthchanged");
+}
+
+#[test]
+fn a_task_killed_by_failing_health_checks_ends_with_that_reason() {
+    let master = master();
+    let health =
+        json!({"kind": "tcp", "port_index": 0, "interval_ms": 200, "timeout_ms": 500, "max_failures": 3});
+    // Nothing listens on the port: three failures and the agent kills the task.
+    submit(
+        &master,
+        json!({"id": "deaf", "image": docker::busybox(), "command": "sleep 3600", "container_ports": [80], "health": [health], "grace_ms": 500}),
+    );
+    let record = wait_state(&master, "deaf", "killed", Duration::from_secs(60));
+    assert_eq!(record["reason"], "healthcheckfailed", "{record}");
+}
+
+#[test]
+fn kill_honours_the_grace_period() {
+    let master = master();
+    let image = docker::busybox();
+    submit(
+        &master,
+        json!({"id": "polite", "image": image, "command": "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done", "grace_ms": 10000}),
+    );
+    submit(
+        &master,
+        json!({"id": "stubborn", "image": image, "command": "trap '' TERM; while true; do sleep 0.2; done", "grace_ms": 2000}),
+    );
+    wait_state(&master, "polite", "running", Duration::from_secs(60));
+    wait_state(&master, "stubborn", "running", Duration::from_secs(60));
+
+    let asked = Instant::now();
+    assert_eq!(master.request("POST", "/frameworks/l/kill?polite", "").0, 202);
+    assert_eq!(master.request("POST", "/frameworks/l/kill?stubborn", "").0, 202);
+
+    // The polite task handles SIGTERM and exits 0, well inside its 10 s grace period.
+    let polite = wait_state(&master, "polite", "killed", Duration::from_secs(30));
+    let polite_took = asked.elapsed();
+    assert_eq!(polite["exit_code"], 0, "it exited on its own after SIGTERM: {polite}");
+    assert!(polite_took < Duration::from_secs(9), "it did not wait for SIGKILL: {polite_took:?}");
+    let out = master.cli(&["task", "logs", "polite"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n", "its SIGTERM handler ran");
+
+    // The stubborn one ignores SIGTERM and is killed with SIGKILL when its 2 s run out.
+    let stubborn = wait_state(&master, "stubborn", "killed", Duration::from_secs(30));
+    let stubborn_took = asked.elapsed();
+    assert_eq!(stubborn["exit_code"], 137, "SIGKILL: {stubborn}");
+    assert!(
+        stubborn_took >= Duration::from_millis(1900),
+        "not killed before its grace period ended: {stubborn_took:?}"
+    );
+    assert_eq!(stubborn["reason"], "killedbyframework");
+}
+
+#[test]
+fn a_restarted_agent_adopts_its_containers_and_removes_strays() {
+    docker::require();
+    let master = Master::start(&["--no-local-agent"]);
+    let mut agent = Agent::start(&master, "dock", &[]);
+    eventually("the agent to join", Duration::from_secs(30), || {
+        master
+            .get("/v1/nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["hostname"] == "dock" && n["connected"] == true)
+            .then_some(())
+    });
+    master.load_plugin("framework", "launcher", guests::LAUNCHER);
+    master.ok(&["framework", "add", "l", "--plugin", "launcher"]);
+    submit(&master, json!({"id": "a", "image": docker::busybox(), "command": "sleep 3600"}));
+    submit(&master, json!({"id": "b", "image": docker::busybox(), "command": "sleep 3600"}));
+    wait_state(&master, "a", "running", Duration::from_secs(60));
+    wait_state(&master, "b", "running", Duration::from_secs(60));
+    let agent_id = agent.agent_id().unwrap();
+    let before = (container_of(&agent_id, "a"), container_of(&agent_id, "b"));
+
+    // A container with this agent's labels that no task of the master's owns.
+    let out = docker::docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("berth.agent={agent_id}"),
+        "--label",
+        "berth.framework=l",
+        "--label",
+        "berth.task=stray",
+        docker::busybox(),
+        "sleep",
+        "3600",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    agent.restart();
+    eventually("the stray container to be removed", Duration::from_secs(60), || {
+        docker::containers(&[&format!("berth.agent={agent_id}"), "berth.task=stray"]).is_empty().then_some(())
+    });
+    assert_eq!(
+        (container_of(&agent_id, "a"), container_of(&agent_id, "b")),
+        before,
+        "the same containers, adopted"
+    );
+    assert_eq!(
+        docker::containers(&[&format!("berth.agent={agent_id}")]).len(),
+        2,
+        "no duplicate was started"
+    );
+    assert!(agent.logs().contains("adopting a running container"), "{}", agent.logs());
+    for id in ["a", "b"] {
+        let record = &records(&master)[id];
+        assert_eq!(record["history"].as_array().unwrap().last().unwrap(), "running", "{id}: {record}");
+    }
+    eventually("the agent to report two running tasks", Duration::from_secs(10), || {
+        (master.get("/v1/nodes")[0]["agent_running_tasks"] == 2).then_some(())
+    });
+}
