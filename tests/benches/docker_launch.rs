@@ -64,7 +64,8 @@ async fn raw(docker: &Docker, image: &str, n: usize, round: usize) -> Vec<f64> {
     });
     let results = futures::future::join_all(launches).await;
     for (_, id) in &results {
-        let _ = docker.remove_container(id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+        let _ =
+            docker.remove_container(id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
     }
     results.into_iter().map(|(ms, _)| ms).collect()
 }
@@ -81,7 +82,11 @@ fn berth(master: &Master, image: &str, n: usize, round: usize) -> Vec<f64> {
     let records: BTreeMap<String, Value> = eventually("all tasks running", Duration::from_secs(300), || {
         let records: BTreeMap<String, Value> =
             serde_json::from_str(&master.request("GET", "/frameworks/l/tasks", "").1).ok()?;
-        ids.iter().all(|id| records.get(id).is_some_and(|r| r["history"].as_array().unwrap().contains(&json!("running")))).then_some(records)
+        ids.iter()
+            .all(|id| {
+                records.get(id).is_some_and(|r| r["history"].as_array().unwrap().contains(&json!("running")))
+            })
+            .then_some(records)
     });
     let latencies = ids
         .iter()
@@ -98,7 +103,9 @@ fn berth(master: &Master, image: &str, n: usize, round: usize) -> Vec<f64> {
     eventually("all bench tasks killed", Duration::from_secs(120), || {
         let records: BTreeMap<String, Value> =
             serde_json::from_str(&master.request("GET", "/frameworks/l/tasks", "").1).ok()?;
-        ids.iter().all(|id| records[id]["history"].as_array().unwrap().last().unwrap() == "killed").then_some(())
+        ids.iter()
+            .all(|id| records[id]["history"].as_array().unwrap().last().unwrap() == "killed")
+            .then_some(())
     });
     // The agent keeps exited containers for their logs; remove them so each round meets the same engine.
     docker::remove_agent_containers(&master.local_agent_id().unwrap());
@@ -128,15 +135,21 @@ fn main() {
     master.load_plugin("framework", "launcher", guests::LAUNCHER);
     master.ok(&["framework", "add", "l", "--plugin", "launcher"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let engine = runtime.block_on(async { Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap() });
+    let engine = runtime.block_on(async {
+        Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap()
+    });
 
     // Warm up both paths (image layers, plugin instances).
     runtime.block_on(raw(&engine, image, 2, 999));
     berth(&master, image, 2, 999);
 
     println!("submit -> RUNNING, berth vs raw Engine API create+start, {rounds} alternating rounds per size");
-    println!("| concurrent | raw p50 | berth p50 | p50 ratio | raw slowest | berth slowest | slowest ratio |");
-    println!("|-----------:|--------:|----------:|----------:|------------:|--------------:|--------------:|");
+    println!(
+        "| concurrent | raw p50 | berth p50 | p50 ratio | raw slowest | berth slowest | slowest ratio |"
+    );
+    println!(
+        "|-----------:|--------:|----------:|----------:|------------:|--------------:|--------------:|"
+    );
     for n in [1usize, 50] {
         let (mut raw_p50, mut berth_p50, mut raw_max, mut berth_max) = (vec![], vec![], vec![], vec![]);
         for round in 0..rounds {
