@@ -1,4 +1,4 @@
-//! Builds the bundled plugins (`plugins/proportional`) from source as WebAssembly components, so that
+//! Builds the bundled plugins (`plugins/proportional`, `plugins/marathon`) from source as WebAssembly components, so that
 //! `berth` embeds them and `berth serve` runs with no files beside it.
 
 #[path = "build/wasm_guests.rs"]
@@ -8,7 +8,10 @@ use wasm_guests::Guest;
 
 fn main() {
     wasm_guests::build(
-        &[Guest { package: "berth-plugin-proportional", name: "proportional" }],
-        &["plugins/proportional"],
+        &[
+            Guest { package: "berth-plugin-proportional", name: "proportional", features: &[] },
+            Guest { package: "berth-plugin-marathon", name: "marathon", features: &[] },
+        ],
+        &["plugins/proportional", "plugins/marathon"],
     );
 }

@@ -7,19 +7,21 @@ mod wasm_guests;
 use wasm_guests::Guest;
 
 const GUESTS: &[Guest] = &[
-    Guest { package: "berth-test-looper", name: "looper" },
-    Guest { package: "berth-test-hog", name: "hog" },
-    Guest { package: "berth-test-trapper", name: "trapper" },
-    Guest { package: "berth-test-tagged", name: "tagged" },
-    Guest { package: "berth-test-sandbox-probe", name: "sandbox-probe" },
-    Guest { package: "berth-test-missing-export", name: "missing-export" },
-    Guest { package: "berth-test-workers", name: "workers" },
-    Guest { package: "berth-test-rogue", name: "rogue" },
-    Guest { package: "berth-test-launcher", name: "launcher" },
+    Guest { package: "berth-test-looper", name: "looper", features: &[] },
+    Guest { package: "berth-test-hog", name: "hog", features: &[] },
+    Guest { package: "berth-test-trapper", name: "trapper", features: &[] },
+    Guest { package: "berth-test-tagged", name: "tagged", features: &[] },
+    Guest { package: "berth-test-sandbox-probe", name: "sandbox-probe", features: &[] },
+    Guest { package: "berth-test-missing-export", name: "missing-export", features: &[] },
+    Guest { package: "berth-test-workers", name: "workers", features: &[] },
+    Guest { package: "berth-test-rogue", name: "rogue", features: &[] },
+    Guest { package: "berth-test-launcher", name: "launcher", features: &[] },
+    // The default framework rebuilt with a different build name, for hot-swap tests.
+    Guest { package: "berth-plugin-marathon", name: "marathon-rebuilt", features: &["rebuilt"] },
 ];
 
 fn main() {
-    let paths = wasm_guests::build(GUESTS, &["tests/guests"]);
+    let paths = wasm_guests::build(GUESTS, &["tests/guests", "plugins/marathon"]);
     let mut source = String::new();
     for (guest, path) in GUESTS.iter().zip(paths) {
         let constant = guest.name.to_uppercase().replace('-', "_");

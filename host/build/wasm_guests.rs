@@ -14,6 +14,9 @@ pub struct Guest {
     pub package: &'static str,
     /// The name to give its component in `OUT_DIR` (`<name>.wasm`).
     pub name: &'static str,
+    /// Cargo features to build it with (guests with features get their own target directory, so two builds
+    /// of one crate never overwrite each other's output).
+    pub features: &'static [&'static str],
 }
 
 /// The workspace root: the parent of the calling crate's directory.
@@ -42,14 +45,45 @@ pub fn build(guests: &[Guest], watch: &[&str]) -> Vec<PathBuf> {
         build.parent().and_then(Path::parent).expect("OUT_DIR layout").join("wasm-guests")
     });
 
+    // One cargo invocation per feature set.
+    let mut paths = vec![PathBuf::new(); guests.len()];
+    let mut sets: Vec<&[&str]> = guests.iter().map(|g| g.features).collect();
+    sets.dedup();
+    sets.sort();
+    sets.dedup();
+    for features in sets {
+        let group: Vec<(usize, &Guest)> =
+            guests.iter().enumerate().filter(|(_, g)| g.features == features).collect();
+        let dir = if features.is_empty() {
+            target_dir.clone()
+        } else {
+            target_dir.with_file_name(format!("wasm-guests-{}", features.join("-")))
+        };
+        cargo_build(&root, &dir, &group.iter().map(|(_, g)| *g).collect::<Vec<_>>(), features);
+        for (i, guest) in group {
+            let artifact =
+                dir.join("wasm32-wasip2/plugin").join(format!("{}.wasm", guest.package.replace('-', "_")));
+            let dest = out_dir.join(format!("{}.wasm", guest.name));
+            std::fs::copy(&artifact, &dest)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", artifact.display(), dest.display()));
+            paths[i] = dest;
+        }
+    }
+    paths
+}
+
+fn cargo_build(root: &Path, target_dir: &Path, guests: &[&Guest], features: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .current_dir(&root)
+        .current_dir(root)
         .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir);
+        .arg(target_dir);
     for guest in guests {
         command.args(["-p", guest.package]);
+        for feature in features {
+            command.args(["--features", &format!("{}/{feature}", guest.package)]);
+        }
     }
     // The outer build's flags and wrappers (clippy-driver, coverage, host-only RUSTFLAGS) must not leak
     // into the wasm build.
@@ -66,28 +100,8 @@ pub fn build(guests: &[Guest], watch: &[&str]) -> Vec<PathBuf> {
         command.env_remove(var);
     }
     let status = command.status().expect("running cargo for the wasm guests");
-    assert!(
-        status.success(),
-        "building the wasm guests {:?} failed (see the cargo output above)",
-        packages(guests)
-    );
-
-    guests
-        .iter()
-        .map(|guest| {
-            let artifact = target_dir
-                .join("wasm32-wasip2/plugin")
-                .join(format!("{}.wasm", guest.package.replace('-', "_")));
-            let dest = out_dir.join(format!("{}.wasm", guest.name));
-            std::fs::copy(&artifact, &dest)
-                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", artifact.display(), dest.display()));
-            dest
-        })
-        .collect()
-}
-
-fn packages(guests: &[Guest]) -> Vec<&str> {
-    guests.iter().map(|g| g.package).collect()
+    let names: Vec<&str> = guests.iter().map(|g| g.package).collect();
+    assert!(status.success(), "building the wasm guests {names:?} failed (see the cargo output above)");
 }
 
 /// Fails the build with instructions when the `wasm32-wasip2` standard library is not installed.

@@ -27,6 +27,9 @@ pub struct ServeConfig {
     pub agent_token: Option<String>,
     /// Require the operator token for reads too.
     pub protect_reads: bool,
+    /// Where compiled plugins are cached. Default: `<data-dir>/plugins/cache`. Artifacts are keyed by
+    /// component digest and engine settings, so several daemons may share one directory.
+    pub artifact_cache: Option<PathBuf>,
     pub master: MasterSection,
     /// Limits for plugins uploaded without their own.
     pub plugins: PluginLimits,
@@ -42,6 +45,7 @@ impl Default for ServeConfig {
             token: None,
             agent_token: None,
             protect_reads: false,
+            artifact_cache: None,
             master: MasterSection::default(),
             plugins: PluginLimits::default(),
             agent: LocalAgentSection::default(),

@@ -40,6 +40,12 @@ pub fn port_range() -> String {
     format!("{begin}-{}", begin + 19)
 }
 
+/// One artifact cache for every master the tests start, so each plugin is compiled once per run rather
+/// than once per test (artifacts are keyed by digest and engine settings, so sharing is safe).
+pub fn shared_artifact_cache() -> String {
+    std::env::temp_dir().join("berth-test-artifact-cache").display().to_string()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `timeout`. Waiting for a
 /// distributed system to converge, not a speed check: timeouts are generous.
 pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

@@ -83,3 +83,13 @@ pub fn remove_agent_containers(agent_id: &str) {
         let _ = docker(&["rm", "-f", &id]);
     }
 }
+
+/// `my-app:latest`, the image of DEVELOPERS.md's example: busybox and a `my-app` command that serves
+/// "hello from my-app" over HTTP on `$PORT0` (Marathon's first port; 8080 without it).
+pub fn my_app() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    const TAG: &str = "my-app:latest";
+    const SCRIPT: &str = "#!/bin/sh\nmkdir -p /www && echo \"hello from my-app\" > /www/index.html\nexec httpd -f -p \"${PORT0:-8080}\" -h /www\n";
+    BUILT.get_or_init(|| build_image(TAG, &[("/bin/my-app", SCRIPT)]));
+    TAG
+}

@@ -20,6 +20,8 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 pub struct HttpState {
     pub handle: MasterHandle,
     pub auth: Auth,
+    /// The framework served at `/v2/` and `/ping` (Marathon's paths).
+    pub default_framework: String,
 }
 
 /// The one conversion from master errors to HTTP responses: a status code and `{"message": …}`.
@@ -55,7 +57,56 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/cycles", get(cycles))
         .route("/frameworks/{name}", any(framework_root))
         .route("/frameworks/{name}/{*path}", any(framework_path))
+        .route("/ping", any(default_ping))
+        .route("/v2/events", get(events))
+        .route("/v2/{*path}", any(default_v2))
         .with_state(state)
+}
+
+async fn default_ping(State(state): State<HttpState>, request: Request) -> Response {
+    let framework = state.default_framework.clone();
+    forward(state, framework, "/ping".into(), request).await
+}
+
+async fn default_v2(State(state): State<HttpState>, Path(path): Path<String>, request: Request) -> Response {
+    let framework = state.default_framework.clone();
+    forward(state, framework, format!("/v2/{path}"), request).await
+}
+
+/// `/v2/events`: what the default framework publishes (Marathon's `status_update_event`,
+/// `deployment_info`, `deployment_success`, …) as server-sent events, optionally only `?event_type=…`.
+async fn events(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures::StreamExt;
+    if let Err(r) = check(&state, &headers, Need::Read) {
+        return *r;
+    }
+    let types: Vec<String> = params.into_iter().filter(|(k, _)| k == "event_type").map(|(_, v)| v).collect();
+    let framework = state.default_framework.clone();
+    let attached =
+        serde_json::json!({"eventType": "event_stream_attached", "remoteAddress": "", "timestamp": ""});
+    let first = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(
+            SseEvent::default().event("event_stream_attached").data(attached.to_string()),
+        )
+    });
+    let updates =
+        tokio_stream::wrappers::BroadcastStream::new(state.handle.subscribe()).filter_map(move |item| {
+            let out = match item {
+                Ok(crate::master::Event::Framework { framework: f, event })
+                    if f == framework && (types.is_empty() || types.contains(&event.kind)) =>
+                {
+                    Some(Ok(SseEvent::default().event(event.kind).data(event.payload)))
+                }
+                _ => None,
+            };
+            async move { out }
+        });
+    Sse::new(first.chain(updates)).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn health(State(state): State<HttpState>) -> Response {

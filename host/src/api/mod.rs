@@ -35,7 +35,12 @@ pub async fn serve(
         default_limits,
         uploads: Arc::new(tokio::sync::Mutex::new(())),
     };
-    let http = http::router(http::HttpState { handle, auth }).merge(extra);
+    let http = http::router(http::HttpState {
+        handle,
+        auth,
+        default_framework: crate::bundled::DEFAULT_FRAMEWORK.to_string(),
+    })
+    .merge(extra);
     let routes = tonic::service::Routes::from(http)
         .add_service(
             pb::plugin_service_server::PluginServiceServer::new(services.clone())

@@ -34,7 +34,7 @@ pub struct Client {
 
 /// The token: the flag or `$BERTH_TOKEN`, else the token file of the default data directory (where a
 /// local `berth serve` writes it).
-fn token(given: Option<String>) -> Option<String> {
+pub fn token(given: Option<String>) -> Option<String> {
     given.or_else(|| {
         let path = default_data_dir("berth").ok()?.join("token");
         std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())

@@ -2,6 +2,7 @@
 //! exit code 1.
 
 mod agent;
+mod app;
 mod client;
 mod framework;
 mod node;
@@ -58,6 +59,9 @@ enum Command {
     /// List, kill and watch tasks.
     #[command(subcommand)]
     Task(task::Command),
+    /// Deploy, list, scale and remove Marathon apps (the default framework).
+    #[command(subcommand)]
+    App(app::Command),
 }
 
 /// Parses the command line and runs the command.
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
             Command::Framework(command) => framework::run(command, &cli.client).await,
             Command::Node(command) => node::run(command, &cli.client).await,
             Command::Task(command) => task::run(command, &cli.client).await,
+            Command::App(command) => app::run(command, &cli.client).await,
         }
     });
     match result {

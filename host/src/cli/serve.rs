@@ -44,6 +44,9 @@ pub struct Args {
     /// Host ports the local agent offers [default: 31000-32000].
     #[arg(long)]
     agent_ports: Option<String>,
+    /// Where compiled plugins are cached [default: <data-dir>/plugins/cache].
+    #[arg(long)]
+    artifact_cache: Option<PathBuf>,
 }
 
 impl Args {
@@ -65,6 +68,9 @@ impl Args {
             config.master.agent_timeout_ms = ms;
         }
         config.protect_reads |= self.protect_reads;
+        if let Some(dir) = &self.artifact_cache {
+            config.artifact_cache = Some(dir.clone());
+        }
         if let Some(ports) = &self.agent_ports {
             config.agent.ports = ports.clone();
         }
@@ -90,7 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         protect_reads: config.protect_reads,
     };
 
-    let cache = ArtifactCache::open(&data_dir.join("plugins/cache")).context("opening the artifact cache")?;
+    let cache_dir = config.artifact_cache.clone().unwrap_or_else(|| data_dir.join("plugins/cache"));
+    let cache = ArtifactCache::open(&cache_dir)
+        .with_context(|| format!("opening the artifact cache {}", cache_dir.display()))?;
     let registry = Arc::new(Registry::new(Runtime::new(Some(cache))?));
     let master_config = config.master_config(data_dir.clone());
     let (handle, master_thread) = tokio::task::spawn_blocking(move || master::start(master_config, registry))

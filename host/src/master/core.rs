@@ -70,6 +70,8 @@ pub struct Master {
     /// Open log streams: request id to the node serving it and the client's channel.
     pub(super) log_streams: HashMap<u64, (u32, mpsc::UnboundedSender<pb::LogChunk>)>,
     pub(super) next_log_request: u64,
+    /// Whether the default framework was added once (so a removed one is not added again).
+    default_framework_added: bool,
     /// Plugin versions that came from the binary (`name`, `version`), so upgrades replace only those.
     pub(super) bundled_versions: std::collections::HashSet<(String, u32)>,
     stop: bool,
@@ -145,6 +147,7 @@ impl Master {
             events,
             last_housekeeping: now,
             log_streams: HashMap::new(),
+            default_framework_added: false,
             next_log_request: 1,
             bundled_versions: Default::default(),
             stop: false,
@@ -195,6 +198,7 @@ impl Master {
             }
         }
         self.allocator = meta.get("allocator").cloned().unwrap_or_default();
+        self.default_framework_added = meta.contains_key("default-framework-added");
 
         for (agent_id, record) in agents {
             self.restore_node(agent_id, record);
@@ -262,6 +266,22 @@ impl Master {
         if self.allocator.is_empty() {
             self.allocator = bundled::DEFAULT_ALLOCATOR.to_string();
             self.batch.meta("allocator", Some(&self.allocator));
+        }
+        // The default framework is added once; an operator who removes it keeps it removed.
+        if !self.default_framework_added {
+            let name = bundled::DEFAULT_FRAMEWORK.to_string();
+            if !self.framework_names.contains_key(&name) {
+                let new = super::NewFramework {
+                    name: name.clone(),
+                    plugin: name.clone(),
+                    role: String::new(),
+                    weight: 1.0,
+                    config: String::new(),
+                };
+                self.add_framework(new).map_err(|e| anyhow::anyhow!("adding the default framework: {e}"))?;
+            }
+            self.default_framework_added = true;
+            self.batch.meta("default-framework-added", Some("true"));
         }
         Ok(())
     }

@@ -1,0 +1,293 @@
+//! What the framework remembers, and how it is kept in the framework's store so that a trap, a hot swap of
+//! the plugin or a restart of the daemon carries on every app, task and deployment.
+//!
+//! Keys: `app/<id>` (the app and its runtime state), `version/<id>@<version>` (past definitions),
+//! `task/<task id>` (tasks not yet ended), `deployment/<id>`, `meta`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+
+/// Where state is kept: the host's `store` import in the plugin; a map in native unit tests.
+pub trait Persist {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), String>;
+    fn delete(&mut self, key: &str);
+    fn keys(&self, prefix: &str) -> Vec<String>;
+}
+
+/// Launch delays after failures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// Failures counted toward the current delay.
+    pub failures: u32,
+    /// The current delay.
+    pub delay_ms: u64,
+    /// No launches before this instant.
+    pub launch_after_ms: u64,
+}
+
+/// The last task of an app that failed (Marathon's `lastTaskFailure`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub task_id: String,
+    pub host: String,
+    pub state: String,
+    pub message: String,
+    pub timestamp_ms: u64,
+    pub version: String,
+}
+
+/// An app and what the framework knows about it beyond its definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppState {
+    pub app: App,
+    /// The version of the current definition or instance count (Marathon's `version`).
+    pub version: String,
+    /// When the configuration last changed: tasks launched before it are old.
+    pub config_version: String,
+    /// When the instance count last changed.
+    pub scaling_version: String,
+    /// Versions with a stored definition, oldest first.
+    pub versions: Vec<String>,
+    pub backoff: Backoff,
+    pub last_failure: Option<TaskFailure>,
+    /// The deployment under way, if any (one per app).
+    pub deployment: Option<String>,
+    /// Being deleted: all tasks are killed, then the app is forgotten.
+    pub deleting: bool,
+}
+
+/// Where a task is in its life, as far as the framework cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Staging,
+    Starting,
+    Running,
+}
+
+/// A task that has not ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub app: String,
+    /// The app's `config_version` when it was launched.
+    pub version: String,
+    pub phase: Phase,
+    pub host: String,
+    pub attributes: Vec<(String, String)>,
+    pub ports: Vec<u16>,
+    pub staged_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    /// `None` until health checks have reported (or when the app has none).
+    pub healthy: Option<bool>,
+    pub has_health_checks: bool,
+    pub last_health_ms: Option<u64>,
+    /// A kill was sent.
+    pub killing: bool,
+}
+
+impl Task {
+    /// Counts toward the app's instances.
+    pub fn active(&self) -> bool {
+        !self.killing
+    }
+
+    /// Running and, when it has health checks, healthy.
+    pub fn healthy(&self) -> bool {
+        self.phase == Phase::Running && (!self.has_health_checks || self.healthy == Some(true))
+    }
+}
+
+/// What a deployment does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Start,
+    Scale,
+    Restart,
+    Stop,
+}
+
+impl Kind {
+    /// Marathon's step action names.
+    pub fn actions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Start => &["StartApplication", "ScaleApplication"],
+            Kind::Scale => &["ScaleApplication"],
+            Kind::Restart => &["RestartApplication"],
+            Kind::Stop => &["StopApplication"],
+        }
+    }
+}
+
+/// A change in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub app: String,
+    pub kind: Kind,
+    /// The deployment's own version (the app version it deploys).
+    pub version: String,
+    /// The app version before the change, for rollback (none for a start).
+    pub from_version: Option<String>,
+    pub started_ms: u64,
+}
+
+/// Counters and flags.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub seq: u64,
+    /// Whether offers are suppressed (as far as the framework asked).
+    pub suppressed: bool,
+    /// Launches wanted at the end of the last call, to revive when it grows.
+    pub launches_wanted: u64,
+}
+
+/// Everything, with a record of what changed since the last flush.
+#[derive(Default)]
+pub struct State {
+    pub apps: BTreeMap<String, AppState>,
+    pub tasks: BTreeMap<String, Task>,
+    /// Task ids by app.
+    pub by_app: BTreeMap<String, BTreeSet<String>>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub meta: Meta,
+    /// App definitions by `version/<id>@<version>` key, written once.
+    pub new_versions: Vec<(String, App)>,
+    dirty: BTreeSet<String>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("stored record {key} cannot be read: {e}"))
+}
+
+impl State {
+    /// Reads everything from the store.
+    pub fn load(store: &dyn Persist) -> Result<State, String> {
+        let mut state = State::default();
+        for key in store.keys("app/") {
+            let app: AppState = decode(&key, &store.get(&key).unwrap_or_default())?;
+            state.apps.insert(app.app.id.clone(), app);
+        }
+        for key in store.keys("task/") {
+            let task: Task = decode(&key, &store.get(&key).unwrap_or_default())?;
+            state.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
+            state.tasks.insert(task.id.clone(), task);
+        }
+        for key in store.keys("deployment/") {
+            let d: Deployment = decode(&key, &store.get(&key).unwrap_or_default())?;
+            state.deployments.insert(d.id.clone(), d);
+        }
+        if let Some(bytes) = store.get("meta") {
+            state.meta = decode("meta", &bytes)?;
+        }
+        Ok(state)
+    }
+
+    /// Writes what changed.
+    pub fn flush(&mut self, store: &mut dyn Persist) -> Result<(), String> {
+        for (key, app) in self.new_versions.drain(..) {
+            store.put(&key, serde_json::to_vec(&app).map_err(|e| e.to_string())?)?;
+        }
+        for key in std::mem::take(&mut self.dirty) {
+            let value = if let Some(id) = key.strip_prefix("app/") {
+                self.apps.get(id).map(serde_json::to_vec)
+            } else if let Some(id) = key.strip_prefix("task/") {
+                self.tasks.get(id).map(serde_json::to_vec)
+            } else if let Some(id) = key.strip_prefix("deployment/") {
+                self.deployments.get(id).map(serde_json::to_vec)
+            } else if key == "meta" {
+                Some(serde_json::to_vec(&self.meta))
+            } else if key.starts_with("version/") {
+                None
+            } else {
+                continue;
+            };
+            match value {
+                Some(bytes) => store.put(&key, bytes.map_err(|e| e.to_string())?)?,
+                None => store.delete(&key),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn touch_app(&mut self, id: &str) {
+        self.dirty.insert(format!("app/{id}"));
+    }
+
+    pub fn touch_task(&mut self, id: &str) {
+        self.dirty.insert(format!("task/{id}"));
+    }
+
+    pub fn touch_deployment(&mut self, id: &str) {
+        self.dirty.insert(format!("deployment/{id}"));
+    }
+
+    pub fn touch_meta(&mut self) {
+        self.dirty.insert("meta".into());
+    }
+
+    /// Forgets a stored definition (of a deleted app).
+    pub fn drop_version(&mut self, key: String) {
+        self.dirty.insert(key);
+    }
+
+    pub fn insert_task(&mut self, task: Task) {
+        self.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
+        self.touch_task(&task.id);
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+        let task = self.tasks.remove(id)?;
+        if let Some(ids) = self.by_app.get_mut(&task.app) {
+            ids.remove(id);
+        }
+        self.touch_task(id);
+        Some(task)
+    }
+
+    /// The app's tasks that have not ended.
+    pub fn app_tasks(&self, app: &str) -> impl Iterator<Item = &Task> {
+        self.by_app.get(app).into_iter().flatten().filter_map(|id| self.tasks.get(id))
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.meta.seq += 1;
+        self.touch_meta();
+        self.meta.seq
+    }
+}
+
+/// The store key of a stored definition.
+pub fn version_key(app: &str, version: &str) -> String {
+    format!("version/{app}@{version}")
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! A map standing in for the host's store, for native unit tests of the scheduling logic only.
+
+    use super::Persist;
+
+    #[derive(Default)]
+    pub struct MemoryStoreForTests(pub std::collections::BTreeMap<String, Vec<u8>>);
+
+    impl Persist for MemoryStoreForTests {
+        fn get(&self, key: &str) -> Option<Vec<u8>> {
+            self.0.get(key).cloned()
+        }
+        fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
+            self.0.insert(key.into(), value);
+            Ok(())
+        }
+        fn delete(&mut self, key: &str) {
+            self.0.remove(key);
+        }
+        fn keys(&self, prefix: &str) -> Vec<String> {
+            self.0.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        }
+    }
+}

@@ -1,0 +1,789 @@
+//! Keeping apps at their instance count: what to launch, what to kill, rolling upgrades, backoff after
+//! failures, deployments, and when to suppress or revive offers.
+//!
+//! Every call recomputes a [`Plan`] per app from the stored state, so the logic is the same whether the
+//! call follows an offer, a status update, a timer or an API request, and it survives traps and hot swaps
+//! (a fresh instance reloads the state and reaches the same plan).
+
+use berth_plugin_sdk::{
+    Action, ContainerSpec, Decision, Decline, Event, HealthCheck as AbiHealthCheck, HttpProbe, KeyValue,
+    KillTask, Launch, Network, Offer, PortMapping as AbiPortMapping, PortRange, Probe, Protocol, Resources,
+    TaskReason, TaskShape, TaskSpec, TaskState, TaskStatus, Volume as AbiVolume,
+};
+use serde_json::{Value, json};
+
+use crate::app::{App, KillSelection, NetworkMode};
+use crate::constraints::Place;
+use crate::model::{Deployment, Kind, Phase, State, Task, TaskFailure, version_key};
+use crate::time::iso;
+
+/// Framework configuration (JSON, all optional): `{"decline_seconds": 120}`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How long an offer the framework cannot use is declined for.
+    pub decline_seconds: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { decline_seconds: 120 }
+    }
+}
+
+/// A task that ran at least this long before failing resets its app's backoff.
+const BACKOFF_RESET_AFTER_MS: u64 = 60_000;
+/// Definitions kept per app.
+const VERSIONS_KEPT: usize = 50;
+
+/// What one app needs now.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Tasks to launch now.
+    pub launch: u32,
+    /// Tasks to launch once the backoff delay is over.
+    pub delayed: u32,
+    /// Tasks to kill now.
+    pub kill: Vec<String>,
+}
+
+/// The framework.
+pub struct Marathon {
+    pub state: State,
+    pub config: Config,
+    pub now_ms: u64,
+    /// Events to publish with the next actions.
+    pub events: Vec<Event>,
+    /// Actions to return with the next call that can return actions.
+    pub actions: Vec<Action>,
+}
+
+/// Marathon's name for a task state.
+pub fn state_name(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Staging => "TASK_STAGING",
+        TaskState::Starting => "TASK_STARTING",
+        TaskState::Running => "TASK_RUNNING",
+        TaskState::Killing => "TASK_KILLING",
+        TaskState::Finished => "TASK_FINISHED",
+        TaskState::Failed => "TASK_FAILED",
+        TaskState::Killed => "TASK_KILLED",
+        TaskState::Lost => "TASK_LOST",
+        TaskState::Error => "TASK_ERROR",
+    }
+}
+
+fn terminal(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost | TaskState::Error
+    )
+}
+
+/// Chooses `count` tasks to kill: not yet running first, then unhealthy, then by the app's kill selection.
+fn choose_kills(mut tasks: Vec<&Task>, count: usize, selection: KillSelection) -> Vec<String> {
+    tasks.sort_by(|a, b| {
+        let rank = |t: &Task| (t.phase == Phase::Running, t.healthy());
+        let age = match selection {
+            KillSelection::YoungestFirst => b.staged_at_ms.cmp(&a.staged_at_ms),
+            KillSelection::OldestFirst => a.staged_at_ms.cmp(&b.staged_at_ms),
+        };
+        rank(a).cmp(&rank(b)).then(age).then(a.id.cmp(&b.id))
+    });
+    tasks.into_iter().take(count).map(|t| t.id.clone()).collect()
+}
+
+impl Marathon {
+    pub fn new(state: State, config: Config, now_ms: u64) -> Marathon {
+        Marathon { state, config, now_ms, events: Vec::new(), actions: Vec::new() }
+    }
+
+    pub fn publish(&mut self, kind: &str, mut payload: Value) {
+        payload["eventType"] = json!(kind);
+        payload["timestamp"] = json!(iso(self.now_ms));
+        self.events.push(Event { kind: kind.into(), payload: payload.to_string() });
+    }
+
+    /// What an app needs now: see the module documentation.
+    pub fn plan(&self, app_id: &str) -> Plan {
+        let Some(a) = self.state.apps.get(app_id) else { return Plan::default() };
+        let active: Vec<&Task> = self.state.app_tasks(app_id).filter(|t| t.active()).collect();
+        if a.deleting {
+            return Plan { kill: active.iter().map(|t| t.id.clone()).collect(), ..Plan::default() };
+        }
+        let n = a.app.instances as usize;
+        let (old, new): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| t.version != a.config_version);
+        let mut plan = Plan::default();
+        let launch = if old.is_empty() {
+            if new.len() > n {
+                plan.kill = choose_kills(new, active.len() - n, a.app.kill_selection);
+                0
+            } else {
+                n - new.len()
+            }
+        } else {
+            // A rolling replacement: never fewer healthy tasks than minimumHealthCapacity allows, never more
+            // tasks than maximumOverCapacity allows.
+            let min_healthy = (n as f64 * a.app.minimum_health_capacity).ceil() as usize;
+            let mut max_capacity = n + (n as f64 * a.app.maximum_over_capacity).floor() as usize;
+            if max_capacity <= n && min_healthy >= n {
+                // Both limits at their tightest would allow no step at all: let one task over.
+                max_capacity = n + 1;
+            }
+            let mut healthy_left = active.iter().filter(|t| t.healthy()).count();
+            let mut remaining = active.len();
+            let mut old_sorted = old.clone();
+            old_sorted
+                .sort_by_key(|t| (t.healthy(), t.phase == Phase::Running, std::cmp::Reverse(t.staged_at_ms)));
+            for t in old_sorted {
+                if !t.healthy() {
+                    plan.kill.push(t.id.clone());
+                    remaining -= 1;
+                } else if healthy_left > min_healthy {
+                    plan.kill.push(t.id.clone());
+                    healthy_left -= 1;
+                    remaining -= 1;
+                }
+            }
+            if new.len() > n {
+                plan.kill.extend(choose_kills(new.clone(), new.len() - n, a.app.kill_selection));
+            }
+            n.saturating_sub(new.len()).min(max_capacity.saturating_sub(remaining))
+        } as u32;
+        if launch > 0 && self.now_ms < a.backoff.launch_after_ms {
+            plan.delayed = launch;
+        } else {
+            plan.launch = launch;
+        }
+        plan
+    }
+
+    /// Task shapes for every app with launches to make.
+    pub fn demand(&mut self) -> Vec<TaskShape> {
+        let ids: Vec<String> = self.state.apps.keys().cloned().collect();
+        ids.iter()
+            .filter_map(|id| {
+                let launch = self.plan(id).launch;
+                let app = &self.state.apps[id].app;
+                (launch > 0).then(|| TaskShape {
+                    milli_cpus: app.milli_cpus(),
+                    mem_mib: app.mem_mib(),
+                    disk_mib: app.disk_mib(),
+                    gpus: app.gpus,
+                    ports: app.port_count() as u32,
+                    count: launch,
+                })
+            })
+            .collect()
+    }
+
+    /// Launches what fits on each offer (resources, ports, constraints); declines the rest.
+    pub fn offers(&mut self, offers: Vec<Offer>) -> Vec<Decision> {
+        // Apps with a deployment under way first, then by id.
+        let mut wanted: Vec<(String, u32)> = self
+            .state
+            .apps
+            .keys()
+            .map(|id| (id.clone(), self.plan(id).launch))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        wanted.sort_by_key(|(id, _)| (self.state.apps[id].deployment.is_none(), id.clone()));
+        let mut decisions = Vec::with_capacity(offers.len());
+        for offer in offers {
+            let mut free = offer.resources.clone();
+            let mut tasks = Vec::new();
+            for (app_id, left) in wanted.iter_mut() {
+                while *left > 0 {
+                    match self.place(app_id, &offer, &mut free) {
+                        Some(spec) => {
+                            tasks.push(spec);
+                            *left -= 1;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if tasks.is_empty() {
+                decisions.push(Decision::Decline(Decline {
+                    offer: offer.id,
+                    refuse_seconds: self.config.decline_seconds,
+                }));
+            } else {
+                decisions.push(Decision::Launch(Launch { offer: offer.id, tasks }));
+            }
+        }
+        decisions
+    }
+
+    /// One task of `app_id` on `offer`, if it fits what is left of it; records the task as staging.
+    fn place(&mut self, app_id: &str, offer: &Offer, free: &mut Resources) -> Option<TaskSpec> {
+        let app = self.state.apps.get(app_id)?.app.clone();
+        let fits = free.milli_cpus >= app.milli_cpus()
+            && free.mem_mib >= app.mem_mib()
+            && free.disk_mib >= app.disk_mib()
+            && free.gpus >= app.gpus;
+        if !fits {
+            return None;
+        }
+        if !app.constraints.is_empty() {
+            let here = Place { hostname: &offer.hostname, attributes: &[] };
+            let attributes: Vec<(String, String)> =
+                offer.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect();
+            let here = Place { attributes: &attributes, ..here };
+            let placed: Vec<Place<'_>> = self
+                .state
+                .app_tasks(app_id)
+                .filter(|t| t.active())
+                .map(|t| Place { hostname: &t.host, attributes: &t.attributes })
+                .collect();
+            if !app.constraints.iter().all(|c| c.allows(&here, &placed)) {
+                return None;
+            }
+        }
+        let ports = take_ports(&mut free.ports, &app.fixed_ports())?;
+        free.milli_cpus -= app.milli_cpus();
+        free.mem_mib -= app.mem_mib();
+        free.disk_mib -= app.disk_mib();
+        free.gpus -= app.gpus;
+        let seq = self.state.next_seq();
+        let id = format!("{}.{:x}-{:x}", app_id.trim_start_matches('/').replace('/', "_"), self.now_ms, seq);
+        let version = self.state.apps[app_id].config_version.clone();
+        let spec = task_spec(&app, &id, &version, &offer.hostname, &ports);
+        self.state.insert_task(Task {
+            id,
+            app: app_id.to_string(),
+            version,
+            phase: Phase::Staging,
+            host: offer.hostname.clone(),
+            attributes: offer.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+            ports,
+            staged_at_ms: self.now_ms,
+            started_at_ms: None,
+            healthy: None,
+            has_health_checks: !app.health_checks.is_empty(),
+            last_health_ms: None,
+            killing: false,
+        });
+        Some(spec)
+    }
+
+    /// Applies status updates, then converges.
+    pub fn status(&mut self, updates: Vec<TaskStatus>) -> Vec<Action> {
+        for update in updates {
+            self.apply(update);
+        }
+        self.converge()
+    }
+
+    fn apply(&mut self, u: TaskStatus) {
+        let Some(task) = self.state.tasks.get(&u.task_id).cloned() else {
+            // A task this framework does not know (or already forgot): it must not run.
+            if !terminal(u.state) {
+                self.actions.push(Action::Kill(KillTask { task_id: u.task_id, grace_period_ms: None }));
+            }
+            return;
+        };
+        let app_version = self.state.apps.get(&task.app).map(|a| a.version.clone()).unwrap_or_default();
+        self.publish(
+            "status_update_event",
+            json!({
+                "slaveId": u.hostname.clone().unwrap_or_default(), "taskId": u.task_id, "taskStatus": state_name(u.state),
+                "message": u.message, "appId": task.app, "host": task.host, "ports": task.ports,
+                "ipAddresses": [], "version": app_version,
+            }),
+        );
+        if terminal(u.state) {
+            self.state.remove_task(&task.id);
+            self.task_ended(&task, &u);
+            return;
+        }
+        let t = self.state.tasks.get_mut(&u.task_id).expect("cloned above");
+        match u.state {
+            TaskState::Staging => t.phase = Phase::Staging,
+            TaskState::Starting => t.phase = Phase::Starting,
+            TaskState::Killing => t.killing = true,
+            _ => {
+                t.phase = Phase::Running;
+                if t.started_at_ms.is_none() {
+                    t.started_at_ms = Some(u.timestamp_ms);
+                }
+            }
+        }
+        let health_changed = u.healthy.is_some() && u.healthy != t.healthy;
+        if health_changed {
+            t.healthy = u.healthy;
+            t.last_health_ms = Some(u.timestamp_ms);
+        }
+        let (app, id, version) = (t.app.clone(), t.id.clone(), t.version.clone());
+        self.state.touch_task(&id);
+        if health_changed {
+            self.publish(
+                "health_status_changed_event",
+                json!({"appId": app, "taskId": id, "instanceId": id, "version": version, "alive": u.healthy}),
+            );
+        }
+    }
+
+    /// A task ended. Failures the app caused (non-zero exit, finishing, refused launches) delay the next
+    /// launch by the app's backoff, growing by its factor while tasks keep failing within a minute of
+    /// starting; kills and lost agents do not.
+    fn task_ended(&mut self, task: &Task, u: &TaskStatus) {
+        if task.killing {
+            return;
+        }
+        let now = self.now_ms;
+        let Some(a) = self.state.apps.get_mut(&task.app) else { return };
+        a.last_failure = Some(TaskFailure {
+            task_id: task.id.clone(),
+            host: task.host.clone(),
+            state: state_name(u.state).into(),
+            message: u.message.clone(),
+            timestamp_ms: u.timestamp_ms,
+            version: a.version.clone(),
+        });
+        let counts = matches!(u.state, TaskState::Failed | TaskState::Finished | TaskState::Error)
+            && u.reason != Some(TaskReason::HealthCheckFailed);
+        if counts {
+            let b = &mut a.backoff;
+            if task.started_at_ms.is_some_and(|s| now.saturating_sub(s) >= BACKOFF_RESET_AFTER_MS) {
+                b.failures = 0;
+            }
+            b.failures += 1;
+            let growth = a.app.backoff_factor.powi(b.failures.saturating_sub(1).min(1000) as i32);
+            let delay =
+                (a.app.backoff_seconds * 1000.0 * growth).min(a.app.max_launch_delay_seconds * 1000.0);
+            b.delay_ms = delay as u64;
+            b.launch_after_ms = now + b.delay_ms;
+        }
+        let id = task.app.clone();
+        self.state.touch_app(&id);
+    }
+
+    /// The timer: deployments and backoff move on even without events.
+    pub fn tick(&mut self) -> Vec<Action> {
+        self.converge()
+    }
+
+    /// Sends the kills plans ask for, finishes deployments that are done, suppresses offers when nothing is
+    /// to be launched and revives them when launches are wanted; returns those actions and pending events.
+    pub fn converge(&mut self) -> Vec<Action> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let ids: Vec<String> = self.state.apps.keys().cloned().collect();
+        for id in &ids {
+            let grace = self.state.apps[id].app.kill_grace_ms();
+            for task in self.plan(id).kill {
+                if let Some(t) = self.state.tasks.get_mut(&task) {
+                    t.killing = true;
+                    self.state.touch_task(&task);
+                    actions.push(Action::Kill(KillTask { task_id: task, grace_period_ms: Some(grace) }));
+                }
+            }
+        }
+        let done: Vec<String> = self
+            .state
+            .deployments
+            .values()
+            .filter(|d| self.deployment_done(d))
+            .map(|d| d.id.clone())
+            .collect();
+        for id in done {
+            self.finish_deployment(&id, "deployment_success");
+        }
+        let plans: Vec<Plan> = self.state.apps.keys().map(|id| self.plan(id)).collect();
+        let wanted: u64 = plans.iter().map(|p| u64::from(p.launch)).sum();
+        let meta = &mut self.state.meta;
+        if wanted > 0 && (meta.suppressed || wanted > meta.launches_wanted) {
+            actions.push(Action::Revive);
+            meta.suppressed = false;
+        } else if wanted == 0 && !meta.suppressed {
+            actions.push(Action::Suppress);
+            meta.suppressed = true;
+        }
+        if meta.launches_wanted != wanted {
+            meta.launches_wanted = wanted;
+        }
+        self.state.touch_meta();
+        actions.extend(self.events.drain(..).map(Action::Publish));
+        actions
+    }
+
+    fn deployment_done(&self, d: &Deployment) -> bool {
+        let Some(a) = self.state.apps.get(&d.app) else { return true };
+        let tasks: Vec<&Task> = self.state.app_tasks(&d.app).collect();
+        if a.deleting {
+            return tasks.is_empty();
+        }
+        tasks.len() == a.app.instances as usize
+            && tasks.iter().all(|t| t.version == a.config_version && !t.killing && t.healthy())
+    }
+
+    /// Ends a deployment with `event` (`deployment_success` or `deployment_failed`); a finished stop forgets
+    /// the app.
+    pub fn finish_deployment(&mut self, id: &str, event: &str) {
+        let Some(d) = self.state.deployments.remove(id) else { return };
+        self.state.touch_deployment(id);
+        let plan = self.deployment_json(&d);
+        self.publish(event, json!({"id": d.id, "plan": plan}));
+        let Some(a) = self.state.apps.get_mut(&d.app) else { return };
+        if a.deployment.as_deref() == Some(id) {
+            a.deployment = None;
+        }
+        let deleting = a.deleting;
+        self.state.touch_app(&d.app);
+        if deleting && event == "deployment_success" {
+            let a = self.state.apps.remove(&d.app).expect("present");
+            for v in &a.versions {
+                self.state.drop_version(version_key(&d.app, v));
+            }
+            self.state.by_app.remove(&d.app);
+        }
+    }
+
+    /// Starts a deployment for `app_id`. An app has one at a time: another one is refused unless `force`,
+    /// which cancels it. Returns the deployment id, or the id of the one in the way.
+    pub fn start_deployment(
+        &mut self,
+        app_id: &str,
+        kind: Kind,
+        from_version: Option<String>,
+        force: bool,
+    ) -> Result<String, String> {
+        if let Some(existing) = self.state.apps.get(app_id).and_then(|a| a.deployment.clone()) {
+            if !force {
+                return Err(existing);
+            }
+            self.finish_deployment(&existing, "deployment_failed");
+        }
+        let seq = self.state.next_seq();
+        let id = uuid_like(self.now_ms, seq);
+        let version = self.state.apps.get(app_id).map(|a| a.version.clone()).unwrap_or_default();
+        let d = Deployment {
+            id: id.clone(),
+            app: app_id.into(),
+            kind,
+            version,
+            from_version,
+            started_ms: self.now_ms,
+        };
+        let plan = self.deployment_json(&d);
+        self.publish("deployment_info", json!({"plan": plan, "currentStep": plan["steps"][0]}));
+        self.state.deployments.insert(id.clone(), d);
+        self.state.touch_deployment(&id);
+        if let Some(a) = self.state.apps.get_mut(app_id) {
+            a.deployment = Some(id.clone());
+            self.state.touch_app(app_id);
+        }
+        Ok(id)
+    }
+
+    /// Marathon's JSON for a deployment.
+    pub fn deployment_json(&self, d: &Deployment) -> Value {
+        let steps: Vec<Value> =
+            d.kind.actions().iter().map(|a| json!({"actions": [{"action": a, "app": d.app}]})).collect();
+        let current = steps.len();
+        json!({
+            "id": d.id,
+            "version": d.version,
+            "affectedApps": [d.app],
+            "affectedPods": [],
+            "steps": steps,
+            "currentActions": [{"action": d.kind.actions().last().copied().unwrap_or(""), "app": d.app, "readinessCheckResults": []}],
+            "currentStep": current,
+            "totalSteps": current,
+        })
+    }
+
+    /// A new version string for a change now, later than `previous`.
+    pub fn new_version(&self, previous: Option<&str>) -> String {
+        let mut ms = self.now_ms;
+        let mut v = iso(ms);
+        while previous.is_some_and(|p| p >= v.as_str()) {
+            ms += 1;
+            v = iso(ms);
+        }
+        v
+    }
+
+    /// Records a definition under its version.
+    pub fn remember_version(&mut self, app: &App, version: &str) {
+        self.state.new_versions.push((version_key(&app.id, version), app.clone()));
+        let mut gone = Vec::new();
+        if let Some(a) = self.state.apps.get_mut(&app.id) {
+            a.versions.push(version.to_string());
+            while a.versions.len() > VERSIONS_KEPT {
+                gone.push(a.versions.remove(0));
+            }
+        }
+        for v in gone {
+            self.state.drop_version(version_key(&app.id, &v));
+        }
+    }
+}
+
+/// A UUID-shaped id from a time and a counter (unique within this framework, and stable under replay).
+fn uuid_like(now_ms: u64, seq: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (now_ms >> 16) as u32,
+        (now_ms & 0xffff) as u16,
+        (seq >> 12) & 0xfff,
+        seq & 0xfff,
+        seq
+    )
+}
+
+/// Takes the ports a task needs from an offer's free ranges: fixed ones exactly, 0 as the lowest free.
+fn take_ports(free: &mut Vec<PortRange>, wanted: &[u16]) -> Option<Vec<u16>> {
+    let mut left = free.clone();
+    let mut out = Vec::with_capacity(wanted.len());
+    let remove = |left: &mut Vec<PortRange>, port: u16| {
+        let i = left.iter().position(|r| r.begin <= port && port <= r.end)?;
+        let r = left.remove(i);
+        if r.begin < port {
+            left.insert(i, PortRange { begin: r.begin, end: port - 1 });
+        }
+        if port < r.end {
+            let at = if r.begin < port { i + 1 } else { i };
+            left.insert(at, PortRange { begin: port + 1, end: r.end });
+        }
+        Some(())
+    };
+    for &port in wanted.iter().filter(|p| **p != 0) {
+        remove(&mut left, port)?;
+    }
+    for &port in wanted {
+        if port != 0 {
+            out.push(port);
+            continue;
+        }
+        let first = left.first()?.begin;
+        remove(&mut left, first)?;
+        out.push(first);
+    }
+    *free = left;
+    Some(out)
+}
+
+/// The task spec for one task of `app` on `host` with these host ports.
+fn task_spec(app: &App, id: &str, version: &str, host: &str, ports: &[u16]) -> TaskSpec {
+    let mut env: Vec<KeyValue> =
+        app.env.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect();
+    let mut add = |k: String, v: String| env.push(KeyValue { key: k, value: v });
+    for (i, p) in ports.iter().enumerate() {
+        add(format!("PORT{i}"), p.to_string());
+    }
+    if let Some(first) = ports.first() {
+        add("PORT".into(), first.to_string());
+    }
+    add("PORTS".into(), ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+    add("HOST".into(), host.into());
+    add("MARATHON_APP_ID".into(), app.id.clone());
+    add("MARATHON_APP_VERSION".into(), version.into());
+    add("MESOS_TASK_ID".into(), id.into());
+    let network = match &app.network {
+        NetworkMode::Host => Network::Host,
+        NetworkMode::Bridge => Network::Bridge,
+        NetworkMode::None => Network::None,
+        NetworkMode::User(name) => Network::User(name.clone()),
+    };
+    let port_mappings = match app.network {
+        NetworkMode::Bridge | NetworkMode::User(_) => app
+            .port_mappings
+            .iter()
+            .zip(ports)
+            .map(|(m, &host_port)| AbiPortMapping {
+                container_port: m.container_port,
+                host_port,
+                protocol: if m.protocol == "udp" { Protocol::Udp } else { Protocol::Tcp },
+                name: m.name.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let health_checks = app
+        .health_checks
+        .iter()
+        .map(|h| AbiHealthCheck {
+            probe: match h.protocol.as_str() {
+                "TCP" | "MESOS_TCP" => Probe::Tcp(h.port_index),
+                "COMMAND" | "MESOS_COMMAND" => {
+                    Probe::Command(vec!["/bin/sh".into(), "-c".into(), h.command.clone().unwrap_or_default()])
+                }
+                protocol => Probe::Http(HttpProbe {
+                    port_index: h.port_index,
+                    path: h.path.clone(),
+                    https: protocol.ends_with("HTTPS"),
+                }),
+            },
+            grace_period_ms: h.grace_period_seconds.saturating_mul(1000),
+            interval_ms: h.interval_seconds.saturating_mul(1000),
+            timeout_ms: h.timeout_seconds.saturating_mul(1000),
+            max_consecutive_failures: h.max_consecutive_failures,
+        })
+        .collect();
+    let mut resources = Resources::new(app.milli_cpus(), app.mem_mib())
+        .with_ports(ports.iter().map(|&p| PortRange { begin: p, end: p }).collect());
+    resources.disk_mib = app.disk_mib();
+    resources.gpus = app.gpus;
+    TaskSpec {
+        id: id.into(),
+        name: app.id.clone(),
+        resources,
+        container: ContainerSpec {
+            image: app.image.clone(),
+            force_pull: app.force_pull_image,
+            command: app.cmd.clone(),
+            args: app.args.clone(),
+            entrypoint: None,
+            env,
+            labels: app.labels.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect(),
+            port_mappings,
+            network,
+            volumes: app
+                .volumes
+                .iter()
+                .map(|v| AbiVolume {
+                    host_path: v.host_path.clone(),
+                    container_path: v.container_path.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            working_dir: None,
+            user: app.user.clone(),
+            privileged: app.privileged,
+        },
+        health_checks,
+        kill_grace_period_ms: app.kill_grace_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AppState;
+
+    fn app(instances: u32, mhc: f64, moc: f64) -> App {
+        let mut app =
+            crate::app::parse(&json!({"id": "/web", "container": {"docker": {"image": "web:1"}}}), None)
+                .unwrap();
+        app.instances = instances;
+        app.minimum_health_capacity = mhc;
+        app.maximum_over_capacity = moc;
+        app
+    }
+
+    fn marathon(app: App, version: &str) -> Marathon {
+        let mut m = Marathon::new(State::default(), Config::default(), 1_000_000);
+        m.state.apps.insert(
+            app.id.clone(),
+            AppState {
+                app,
+                version: version.into(),
+                config_version: version.into(),
+                scaling_version: version.into(),
+                versions: vec![],
+                backoff: Default::default(),
+                last_failure: None,
+                deployment: None,
+                deleting: false,
+            },
+        );
+        m
+    }
+
+    fn task(m: &mut Marathon, id: &str, version: &str, healthy: bool) {
+        m.state.insert_task(Task {
+            id: id.into(),
+            app: "/web".into(),
+            version: version.into(),
+            phase: Phase::Running,
+            host: "h".into(),
+            attributes: vec![],
+            ports: vec![],
+            staged_at_ms: 0,
+            started_at_ms: Some(0),
+            healthy: Some(healthy),
+            has_health_checks: true,
+            last_health_ms: None,
+            killing: false,
+        });
+    }
+
+    #[test]
+    fn a_rolling_upgrade_keeps_the_minimum_healthy_and_the_maximum_over_capacity() {
+        // 4 instances at v1, upgrading to v2 with minimumHealthCapacity 0.5, maximumOverCapacity 0.
+        let mut m = marathon(app(4, 0.5, 0.0), "v2");
+        for i in 0..4 {
+            task(&mut m, &format!("old{i}"), "v1", true);
+        }
+        let plan = m.plan("/web");
+        assert_eq!(plan.kill.len(), 2, "kill down to 2 healthy: {plan:?}");
+        assert_eq!(plan.launch, 2, "and start 2 new ones, staying within 4 tasks");
+        for id in &plan.kill {
+            m.state.tasks.get_mut(id).unwrap().killing = true;
+        }
+        let plan = m.plan("/web");
+        assert_eq!((plan.launch, plan.kill.len()), (2, 0), "the same plan until the new tasks exist");
+        task(&mut m, "new0", "v2", false);
+        task(&mut m, "new1", "v2", true);
+        let plan = m.plan("/web");
+        assert_eq!(plan.kill.len(), 1, "one new task healthy: one more old one may go: {plan:?}");
+        assert_eq!(plan.launch, 1, "and one more new one in its place");
+    }
+
+    #[test]
+    fn scaling_down_kills_the_youngest_first() {
+        let mut m = marathon(app(1, 1.0, 1.0), "v1");
+        task(&mut m, "a", "v1", true);
+        task(&mut m, "b", "v1", true);
+        m.state.tasks.get_mut("b").unwrap().staged_at_ms = 5;
+        assert_eq!(m.plan("/web").kill, vec!["b".to_string()]);
+        m.state.apps.get_mut("/web").unwrap().app.kill_selection = KillSelection::OldestFirst;
+        assert_eq!(m.plan("/web").kill, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn failures_delay_launches_by_a_growing_backoff() {
+        let mut a = app(1, 1.0, 1.0);
+        a.backoff_seconds = 1.0;
+        a.backoff_factor = 2.0;
+        let mut m = marathon(a, "v1");
+        let mut delays = vec![];
+        for i in 0..4 {
+            let id = format!("t{i}");
+            task(&mut m, &id, "v1", true);
+            m.state.tasks.get_mut(&id).unwrap().started_at_ms = Some(m.now_ms);
+            let status = TaskStatus {
+                task_id: id,
+                state: TaskState::Failed,
+                reason: Some(TaskReason::CommandFailed),
+                message: "exited with code 1".into(),
+                healthy: None,
+                exit_code: Some(1),
+                node: None,
+                hostname: None,
+                ports: vec![],
+                timestamp_ms: m.now_ms,
+            };
+            m.status(vec![status]);
+            delays.push(m.state.apps["/web"].backoff.delay_ms);
+            assert_eq!(
+                m.plan("/web"),
+                Plan { launch: 0, delayed: 1, kill: vec![] },
+                "no launch during the delay"
+            );
+        }
+        assert_eq!(delays, vec![1000, 2000, 4000, 8000]);
+        m.now_ms += 8000;
+        assert_eq!(m.plan("/web").launch, 1, "after the delay the app launches again");
+    }
+
+    #[test]
+    fn ports_come_from_the_offer_fixed_ones_exactly() {
+        let mut free = vec![PortRange { begin: 100, end: 105 }];
+        assert_eq!(take_ports(&mut free, &[0, 103, 0]), Some(vec![100, 103, 101]));
+        assert_eq!(free, vec![PortRange { begin: 102, end: 102 }, PortRange { begin: 104, end: 105 }]);
+        assert_eq!(take_ports(&mut free, &[200]), None);
+        assert_eq!(free.len(), 2, "a failed take leaves the ports alone");
+    }
+}

@@ -1,0 +1,276 @@
+//! The default framework: Marathon's API and behaviour, on the real Docker engine, driven by HTTP, by the
+//! `marathon` client library from PyPI, and observed through berth's task stream.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_tests::cluster::{Master, berth_bin, eventually};
+use berth_tests::{docker, guests};
+use serde_json::{Value, json};
+
+fn master() -> Master {
+    docker::require();
+    Master::start(&[])
+}
+
+fn app(master: &Master, id: &str) -> Value {
+    let (status, body) = master.request("GET", &format!("/v2/apps/{id}"), "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["app"].clone()
+}
+
+fn deployments(master: &Master) -> Vec<Value> {
+    serde_json::from_str(&master.request("GET", "/v2/deployments", "").1).unwrap()
+}
+
+/// `berth task watch --json` for the marathon framework, collecting every update it prints.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Watch {
+    fn start(master: &Master) -> Watch {
+        let mut child = Command::new(berth_bin())
+            .args(["task", "watch", "--framework", "marathon", "--json"])
+            .env("BERTH_MASTER", &master.url)
+            .env("BERTH_TOKEN", master.token())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn updates(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_developers_md_app_runs_on_docker_after_a_post_to_v2_apps() {
+    let master = master();
+    docker::my_app();
+    let definition = r#"{"id": "my-app", "cpus": 1, "mem": 256, "instances": 1,
+ "container": {"type": "DOCKER", "docker": {"image": "my-app:latest", "command": "my-app"}}}"#;
+    let (status, body) = master.request("POST", "/v2/apps", definition);
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(created["id"], "/my-app");
+
+    let task = eventually("my-app to run", Duration::from_secs(60), || {
+        let tasks = app(&master, "my-app")["tasks"].as_array().cloned()?;
+        tasks.into_iter().find(|t| t["state"] == "TASK_RUNNING")
+    });
+    let port = task["ports"][0].as_u64().unwrap();
+    let body = eventually("my-app to answer on its port", Duration::from_secs(30), || {
+        ureq::get(&format!("http://127.0.0.1:{port}/")).call().ok()?.into_body().read_to_string().ok()
+    });
+    assert_eq!(body, "hello from my-app\n");
+    let agent = master.local_agent_id().unwrap();
+    let containers = docker::containers(&[&format!("berth.agent={agent}"), "berth.framework=marathon"]);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    eventually("the deployment to finish", Duration::from_secs(30), || {
+        deployments(&master).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn the_marathon_python_client_works_unchanged() {
+    let master = master();
+    let image = docker::busybox();
+    let check = Command::new("python3").args(["-c", "import marathon"]).output();
+    assert!(
+        check.as_ref().is_ok_and(|o| o.status.success()),
+        "this test drives berth with the `marathon` client library from PyPI: pip install marathon"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/marathon_client.py");
+    let out = Command::new("python3").args([script, &master.url, &master.token(), image]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the client script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok: create, list, scale"), "{stdout}");
+}
+
+#[test]
+fn a_rolling_update_never_drops_below_the_minimum_healthy_capacity() {
+    let master = master();
+    let definition = json!({
+        "id": "/rolling", "instances": 4, "cpus": 0.05, "mem": 16,
+        "cmd": "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT0 -h /www",
+        "container": {"docker": {"image": docker::busybox()}},
+        "env": {"RELEASE": "1"},
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 10,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}],
+        // Replacing means killing first here: no room above 4 instances, at least 2 healthy.
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0},
+    });
+    assert_eq!(master.request("POST", "/v2/apps", &definition.to_string()).0, 201);
+    eventually("4 healthy tasks", Duration::from_secs(90), || {
+        (deployments(&master).is_empty() && app(&master, "rolling")["tasksHealthy"] == 4).then_some(())
+    });
+
+    let watch = Watch::start(&master);
+    eventually("the watch to show the 4 tasks", Duration::from_secs(10), || {
+        (watch.updates().len() >= 4).then_some(())
+    });
+    let (status, body) =
+        master.request("PUT", "/v2/apps/rolling", &json!({"env": {"RELEASE": "2"}}).to_string());
+    assert_eq!(status, 200, "{body}");
+    let version = serde_json::from_str::<Value>(&body).unwrap()["version"].as_str().unwrap().to_string();
+    eventually("the rolling update to finish", Duration::from_secs(120), || {
+        let a = app(&master, "rolling");
+        let done = deployments(&master).is_empty()
+            && a["tasksHealthy"] == 4
+            && a["tasks"].as_array()?.iter().all(|t| t["version"] == version.as_str());
+        done.then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Replay the stream: after every update, how many tasks are running and healthy?
+    let mut tasks: std::collections::BTreeMap<String, (String, bool)> = Default::default();
+    let (mut lowest, mut ended, mut replayed) = (usize::MAX, 0, 0);
+    for update in watch.updates() {
+        let id = update["task"].as_str().unwrap().to_string();
+        let state = update["state"].as_str().unwrap().to_string();
+        ended += usize::from(state == "killed");
+        tasks.insert(id, (state, update["healthy"] == true));
+        let healthy = tasks.values().filter(|(s, h)| s == "running" && *h).count();
+        replayed += 1;
+        if replayed > 4 {
+            lowest = lowest.min(healthy);
+        }
+    }
+    assert_eq!(ended, 4, "the 4 old tasks were replaced");
+    assert!(tasks.len() >= 8, "4 new tasks appeared: {tasks:?}");
+    assert!(lowest >= 2, "healthy tasks fell to {lowest} during the deployment");
+}
+
+#[test]
+fn a_crashing_app_backs_off_by_its_factor_instead_of_restarting_in_a_hot_loop() {
+    let master = master();
+    let watch = Watch::start(&master);
+    let definition = json!({
+        "id": "/crash", "instances": 1, "cpus": 0.05, "mem": 16, "cmd": "exit 1",
+        "container": {"docker": {"image": docker::busybox(), "network": "BRIDGE"}},
+        "backoffSeconds": 1, "backoffFactor": 2, "maxLaunchDelaySeconds": 3600,
+    });
+    assert_eq!(master.request("POST", "/v2/apps", &definition.to_string()).0, 201);
+
+    // The launch times of successive tasks: first time each task id appears in the stream.
+    let launches = eventually("five launches", Duration::from_secs(90), || {
+        let mut first: Vec<(String, u64)> = Vec::new();
+        for u in watch.updates() {
+            let id = u["task"].as_str().unwrap().to_string();
+            if !first.iter().any(|(t, _)| *t == id) {
+                first.push((id, u["timestamp_ms"].as_u64().unwrap()));
+            }
+        }
+        (first.len() >= 5).then_some(first)
+    });
+    let gaps: Vec<f64> = launches.windows(2).map(|w| (w[1].1 - w[0].1) as f64 / 1000.0).collect();
+    // Delays of 1, 2, 4, 8 s plus each task's own short life: every gap clearly longer than the last.
+    assert!(gaps[0] >= 0.9, "the first relaunch waited {:.2}s: {gaps:?}", gaps[0]);
+    for w in gaps.windows(2) {
+        assert!(w[1] > w[0] * 1.4, "delays do not grow by the factor: {gaps:?}");
+    }
+    let failure = &app(&master, "crash")["lastTaskFailure"];
+    assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
+    assert!(failure["message"].as_str().unwrap().contains("exited with code 1"), "{failure}");
+}
+
+#[test]
+fn hot_swapping_the_marathon_plugin_mid_deployment_lets_the_deployment_complete() {
+    let master = master();
+    let definition = json!({
+        "id": "/steady", "instances": 3, "cpus": 0.05, "mem": 16,
+        "cmd": "sleep 2 && mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT0 -h /www",
+        "container": {"docker": {"image": docker::busybox()}},
+        "healthChecks": [{"protocol": "HTTP", "portIndex": 0, "gracePeriodSeconds": 10, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 5}],
+    });
+    assert_eq!(master.request("POST", "/v2/apps", &definition.to_string()).0, 201);
+    assert_eq!(deployments(&master).len(), 1, "the deployment is under way");
+
+    let swapped = master.json(&["plugin", "swap", "marathon", guests::MARATHON_REBUILT]);
+    assert_eq!(swapped["version"], 2);
+    assert_eq!(swapped["active"], true);
+    assert!(!deployments(&master).is_empty(), "the swap happened mid-deployment");
+
+    eventually("the deployment to complete on the new version", Duration::from_secs(90), || {
+        (deployments(&master).is_empty() && app(&master, "steady")["tasksHealthy"] == 3).then_some(())
+    });
+    let (_, info) = master.request("GET", "/v2/info", "");
+    assert_eq!(serde_json::from_str::<Value>(&info).unwrap()["buildref"], "berth-marathon-rebuilt");
+    let frameworks = master.json(&["framework", "ls"]);
+    let marathon = frameworks.as_array().unwrap().iter().find(|f| f["name"] == "marathon").unwrap();
+    assert_eq!(marathon["plugin"], "marathon@v2", "{frameworks}");
+}
+
+#[test]
+fn berth_app_deploys_lists_scales_and_removes_and_says_why_a_deployment_fails() {
+    let master = master();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    let definition = json!({"id": "/cli-app", "instances": 2, "cpus": 0.05, "mem": 16, "cmd": "sleep 3600",
+        "container": {"docker": {"image": docker::busybox(), "network": "BRIDGE"}}});
+    std::fs::write(&good, definition.to_string()).unwrap();
+    let deployed = master.json(&["app", "deploy", good.to_str().unwrap(), "--timeout", "90"]);
+    assert_eq!(deployed["result"], "succeeded", "{deployed}");
+    let apps = master.json(&["app", "ls"]);
+    assert_eq!(apps[0]["id"], "/cli-app");
+    assert_eq!(apps[0]["running"], 2);
+
+    master.ok(&["app", "scale", "cli-app", "3"]);
+    eventually("3 running", Duration::from_secs(60), || {
+        (app(&master, "cli-app")["tasksRunning"] == 3).then_some(())
+    });
+
+    // A deployment that cannot succeed: the CLI gives up and says why, with the engine's words.
+    let bad = dir.path().join("bad.json");
+    let broken = json!({"id": "/broken", "cpus": 0.05, "mem": 16, "cmd": "true",
+        "container": {"docker": {"image": "berth-test/nowhere:1", "network": "BRIDGE"}}});
+    std::fs::write(&bad, broken.to_string()).unwrap();
+    let out = master.cli(&["app", "deploy", bad.to_str().unwrap(), "--timeout", "8"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not finish")
+            && err.contains("TASK_FAILED")
+            && err.contains("pulling berth-test/nowhere:1"),
+        "{err}"
+    );
+
+    master.ok(&["app", "rm", "cli-app"]);
+    master.ok(&["app", "rm", "broken", "--force"]);
+    eventually("the apps to be gone", Duration::from_secs(60), || {
+        master.json(&["app", "ls"]).as_array().unwrap().is_empty().then_some(())
+    });
+    let invalid = dir.path().join("invalid.json");
+    std::fs::write(&invalid, r#"{"id": "/x", "cpus": -1, "container": {"docker": {"image": "a"}}}"#).unwrap();
+    let out = master.cli(&["app", "deploy", invalid.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Object is not valid; /cpus: must be greater than 0 (HTTP 422)"), "{err}");
+}
