@@ -27,3 +27,10 @@ pub mod v1 {
 
 /// Absolute path of the WIT package `berth:plugin@0.1.0` (the plugin ABI) in this source tree.
 pub const WIT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wit");
+
+/// The WIT package's files (name, contents), for tools that write the ABI into plugin projects.
+pub const WIT_FILES: [(&str, &str); 3] = [
+    ("types.wit", include_str!("../wit/types.wit")),
+    ("allocator.wit", include_str!("../wit/allocator.wit")),
+    ("framework.wit", include_str!("../wit/framework.wit")),
+];

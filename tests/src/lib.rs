@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod languages;
 pub mod views;
 
 /// Paths of the test guest components built by `build.rs` from `tests/guests/`.

@@ -5,6 +5,7 @@ mod agent;
 mod app;
 mod client;
 mod framework;
+mod new;
 mod node;
 mod output;
 mod plugin;

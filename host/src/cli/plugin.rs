@@ -39,6 +39,8 @@ pub enum Command {
     Rollback { name: String },
     /// Remove a plugin that nothing uses.
     Rm { name: String },
+    /// Create a plugin project (Rust, Python or C) that builds and loads as it is.
+    New(super::new::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,6 +104,10 @@ async fn upload(
 }
 
 pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
+    let command = match command {
+        Command::New(new) => return super::new::run(new),
+        other => other,
+    };
     let mut client = Client::connect(&args.master, args.token.clone()).await?;
     let columns: &[output::Column] = &[
         ("NAME", "name"),
@@ -160,6 +166,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
             client.plugins.remove(pb::RemovePluginRequest { name: name.clone() }).await.map_err(status)?;
             output::print_one(args.json, &json!({ "removed": name }));
         }
+        Command::New(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -104,6 +104,12 @@ impl AllocatorInstance {
         Ok(AllocatorInstance { live: Live { store, exports, version: version.clone() } })
     }
 
+    /// A fresh instance of `version` (instantiated, `init` run), outside the version's pool: for tools that
+    /// measure instantiation.
+    pub fn create(version: &Arc<Version>) -> Result<AllocatorInstance, CallError> {
+        AllocatorInstance::new(version).map_err(CallError::from)
+    }
+
     /// Runs one allocation cycle.
     pub fn allocate(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
         let Live { store, exports, version } = &mut self.live;

@@ -73,6 +73,11 @@ impl std::fmt::Debug for Version {
 }
 
 impl Version {
+    /// The runtime this version runs on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// Call figures so far.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
