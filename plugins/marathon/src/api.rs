@@ -123,7 +123,8 @@ impl Marathon {
         v["versionInfo"] =
             json!({"lastScalingAt": a.scaling_version, "lastConfigChangeAt": a.config_version});
         if embed_tasks {
-            v["tasks"] = json!(tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>());
+            let tasks = self.state.app_tasks_sorted(&a.app.id);
+            v["tasks"] = json!(tasks.into_iter().map(task_json).collect::<Vec<_>>());
         }
         if embed_failure && let Some(f) = &a.last_failure {
             v["lastTaskFailure"] = json!({
@@ -443,16 +444,16 @@ impl Marathon {
         if !self.state.apps.contains_key(id) {
             return self.not_found(id);
         }
-        let tasks: Vec<Value> = self.state.app_tasks(id).map(task_json).collect();
+        let tasks: Vec<Value> = self.state.app_tasks_sorted(id).into_iter().map(task_json).collect();
         reply(200, json!({ "tasks": tasks }))
     }
 
     fn list_tasks(&self, params: &Params) -> HttpResponse {
         let wanted = params.get("status").map(|s| format!("TASK_{}", s.to_ascii_uppercase()));
-        let tasks: Vec<Value> = self
-            .state
-            .tasks
-            .values()
+        let mut tasks: Vec<&Task> = self.state.tasks.values().collect();
+        tasks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let tasks: Vec<Value> = tasks
+            .into_iter()
             .map(task_json)
             .filter(|t| wanted.as_deref().is_none_or(|w| t["state"] == w))
             .collect();
@@ -509,7 +510,8 @@ impl Marathon {
         let host = params.get("host");
         let ids: Vec<String> = self
             .state
-            .app_tasks(id)
+            .app_tasks_sorted(id)
+            .into_iter()
             .filter(|t| host.is_none_or(|h| t.host == h))
             .map(|t| t.id.clone())
             .collect();

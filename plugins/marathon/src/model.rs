@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -149,14 +150,19 @@ pub struct Meta {
 #[derive(Default)]
 pub struct State {
     pub apps: BTreeMap<String, AppState>,
-    pub tasks: BTreeMap<String, Task>,
+    /// Tasks by id. Hashed rather than ordered: lookups by id are on every status update, and ids share
+    /// long prefixes (the app id) that make ordered comparisons slow. Listings sort.
+    pub tasks: FxHashMap<String, Task>,
     /// Task ids by app.
-    pub by_app: BTreeMap<String, BTreeSet<String>>,
+    pub by_app: FxHashMap<String, FxHashSet<String>>,
     pub deployments: BTreeMap<String, Deployment>,
     pub meta: Meta,
     /// App definitions by `version/<id>@<version>` key, written once.
     pub new_versions: Vec<(String, App)>,
-    dirty: BTreeSet<String>,
+    dirty: FxHashSet<String>,
+    /// Apps whose tasks or definition changed since their plan was last computed (not stored: a fresh
+    /// instance plans every app once).
+    changed_apps: BTreeSet<String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, String> {
@@ -183,6 +189,7 @@ impl State {
         if let Some(bytes) = store.get("meta") {
             state.meta = decode("meta", &bytes)?;
         }
+        state.changed_apps = state.apps.keys().cloned().collect();
         Ok(state)
     }
 
@@ -215,10 +222,29 @@ impl State {
 
     pub fn touch_app(&mut self, id: &str) {
         self.dirty.insert(format!("app/{id}"));
+        self.app_changed(id);
     }
 
+    /// Marks a task for writing, and its app for planning again.
     pub fn touch_task(&mut self, id: &str) {
         self.dirty.insert(format!("task/{id}"));
+        if let Some(task) = self.tasks.get(id)
+            && !self.changed_apps.contains(&task.app)
+        {
+            self.changed_apps.insert(task.app.clone());
+        }
+    }
+
+    /// Marks an app for planning again.
+    pub fn app_changed(&mut self, id: &str) {
+        if !self.changed_apps.contains(id) {
+            self.changed_apps.insert(id.to_string());
+        }
+    }
+
+    /// The apps to plan again, forgetting them.
+    pub fn take_changed_apps(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed_apps)
     }
 
     pub fn touch_deployment(&mut self, id: &str) {
@@ -236,22 +262,30 @@ impl State {
 
     pub fn insert_task(&mut self, task: Task) {
         self.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
-        self.touch_task(&task.id);
+        let id = task.id.clone();
         self.tasks.insert(task.id.clone(), task);
+        self.touch_task(&id);
     }
 
     pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+        self.touch_task(id);
         let task = self.tasks.remove(id)?;
         if let Some(ids) = self.by_app.get_mut(&task.app) {
             ids.remove(id);
         }
-        self.touch_task(id);
         Some(task)
     }
 
-    /// The app's tasks that have not ended.
+    /// The app's tasks that have not ended, in no particular order.
     pub fn app_tasks(&self, app: &str) -> impl Iterator<Item = &Task> {
         self.by_app.get(app).into_iter().flatten().filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The app's tasks that have not ended, by id (for listings).
+    pub fn app_tasks_sorted(&self, app: &str) -> Vec<&Task> {
+        let mut tasks: Vec<&Task> = self.app_tasks(app).collect();
+        tasks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        tasks
     }
 
     pub fn next_seq(&mut self) -> u64 {

@@ -1,9 +1,13 @@
 //! Keeping apps at their instance count: what to launch, what to kill, rolling upgrades, backoff after
 //! failures, deployments, and when to suppress or revive offers.
 //!
-//! Every call recomputes a [`Plan`] per app from the stored state, so the logic is the same whether the
-//! call follows an offer, a status update, a timer or an API request, and it survives traps and hot swaps
-//! (a fresh instance reloads the state and reaches the same plan).
+//! A [`Plan`] per app is computed from the stored state, so the logic is the same whether the call follows
+//! an offer, a status update, a timer or an API request, and it survives traps and hot swaps (a fresh
+//! instance reloads the state and reaches the same plans). Plans are kept between calls and computed again
+//! only for the apps whose tasks or definition changed, and for apps waiting out a backoff delay, so a call
+//! costs what changed rather than the number of tasks.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use berth_plugin_sdk::{
     Action, ContainerSpec, Decision, Decline, Event, HealthCheck as AbiHealthCheck, HttpProbe, KeyValue,
@@ -37,7 +41,7 @@ const BACKOFF_RESET_AFTER_MS: u64 = 60_000;
 const VERSIONS_KEPT: usize = 50;
 
 /// What one app needs now.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     /// Tasks to launch now.
     pub launch: u32,
@@ -56,6 +60,25 @@ pub struct Marathon {
     pub events: Vec<Event>,
     /// Actions to return with the next call that can return actions.
     pub actions: Vec<Action>,
+    /// Each app's plan as of its last change (see [`Marathon::refresh_plans`]).
+    plans: BTreeMap<String, Plan>,
+}
+
+/// Marathon's `status_update_event`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusUpdateEvent<'a> {
+    event_type: &'static str,
+    timestamp: String,
+    slave_id: &'a str,
+    task_id: &'a str,
+    task_status: &'static str,
+    message: &'a str,
+    app_id: &'a str,
+    host: &'a str,
+    ports: &'a [u16],
+    ip_addresses: [(); 0],
+    version: &'a str,
 }
 
 /// Marathon's name for a task state.
@@ -94,8 +117,34 @@ fn choose_kills(mut tasks: Vec<&Task>, count: usize, selection: KillSelection) -
 }
 
 impl Marathon {
-    pub fn new(state: State, config: Config, now_ms: u64) -> Marathon {
-        Marathon { state, config, now_ms, events: Vec::new(), actions: Vec::new() }
+    pub fn new(mut state: State, config: Config, now_ms: u64) -> Marathon {
+        let ids: Vec<String> = state.apps.keys().cloned().collect();
+        for id in &ids {
+            state.app_changed(id);
+        }
+        Marathon { state, config, now_ms, events: Vec::new(), actions: Vec::new(), plans: BTreeMap::new() }
+    }
+
+    /// Brings the kept plans up to date: apps that changed, apps whose backoff delay may have ended, and
+    /// apps that are gone. Returns the apps planned again.
+    pub fn refresh_plans(&mut self) -> BTreeSet<String> {
+        let mut again = self.state.take_changed_apps();
+        again.extend(self.plans.iter().filter(|(_, p)| p.delayed > 0).map(|(id, _)| id.clone()));
+        for id in &again {
+            if self.state.apps.contains_key(id) {
+                let plan = self.plan(id);
+                self.plans.insert(id.clone(), plan);
+            } else {
+                self.plans.remove(id);
+            }
+        }
+        again
+    }
+
+    /// Launches wanted now, per app (plans up to date).
+    fn launches(&mut self) -> Vec<(String, u32)> {
+        self.refresh_plans();
+        self.plans.iter().filter(|(_, p)| p.launch > 0).map(|(id, p)| (id.clone(), p.launch)).collect()
     }
 
     pub fn publish(&mut self, kind: &str, mut payload: Value) {
@@ -133,8 +182,12 @@ impl Marathon {
             let mut healthy_left = active.iter().filter(|t| t.healthy()).count();
             let mut remaining = active.len();
             let mut old_sorted = old.clone();
-            old_sorted
-                .sort_by_key(|t| (t.healthy(), t.phase == Phase::Running, std::cmp::Reverse(t.staged_at_ms)));
+            // Ties break on the id: tasks come in no particular order.
+            old_sorted.sort_by(|a, b| {
+                let key =
+                    |t: &Task| (t.healthy(), t.phase == Phase::Running, std::cmp::Reverse(t.staged_at_ms));
+                key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+            });
             for t in old_sorted {
                 if !t.healthy() {
                     plan.kill.push(t.id.clone());
@@ -160,19 +213,18 @@ impl Marathon {
 
     /// Task shapes for every app with launches to make.
     pub fn demand(&mut self) -> Vec<TaskShape> {
-        let ids: Vec<String> = self.state.apps.keys().cloned().collect();
-        ids.iter()
-            .filter_map(|id| {
-                let launch = self.plan(id).launch;
-                let app = &self.state.apps[id].app;
-                (launch > 0).then(|| TaskShape {
+        self.launches()
+            .into_iter()
+            .map(|(id, launch)| {
+                let app = &self.state.apps[&id].app;
+                TaskShape {
                     milli_cpus: app.milli_cpus(),
                     mem_mib: app.mem_mib(),
                     disk_mib: app.disk_mib(),
                     gpus: app.gpus,
                     ports: app.port_count() as u32,
                     count: launch,
-                })
+                }
             })
             .collect()
     }
@@ -180,13 +232,7 @@ impl Marathon {
     /// Launches what fits on each offer (resources, ports, constraints); declines the rest.
     pub fn offers(&mut self, offers: Vec<Offer>) -> Vec<Decision> {
         // Apps with a deployment under way first, then by id.
-        let mut wanted: Vec<(String, u32)> = self
-            .state
-            .apps
-            .keys()
-            .map(|id| (id.clone(), self.plan(id).launch))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let mut wanted = self.launches();
         wanted.sort_by_key(|(id, _)| (self.state.apps[id].deployment.is_none(), id.clone()));
         let mut decisions = Vec::with_capacity(offers.len());
         for offer in offers {
@@ -217,7 +263,8 @@ impl Marathon {
 
     /// One task of `app_id` on `offer`, if it fits what is left of it; records the task as staging.
     fn place(&mut self, app_id: &str, offer: &Offer, free: &mut Resources) -> Option<TaskSpec> {
-        let app = self.state.apps.get(app_id)?.app.clone();
+        let a = self.state.apps.get(app_id)?;
+        let app = &a.app;
         let fits = free.milli_cpus >= app.milli_cpus()
             && free.mem_mib >= app.mem_mib()
             && free.disk_mib >= app.disk_mib()
@@ -245,10 +292,12 @@ impl Marathon {
         free.mem_mib -= app.mem_mib();
         free.disk_mib -= app.disk_mib();
         free.gpus -= app.gpus;
-        let seq = self.state.next_seq();
+        let seq = self.state.meta.seq + 1;
         let id = format!("{}.{:x}-{:x}", app_id.trim_start_matches('/').replace('/', "_"), self.now_ms, seq);
-        let version = self.state.apps[app_id].config_version.clone();
-        let spec = task_spec(&app, &id, &version, &offer.hostname, &ports);
+        let version = a.config_version.clone();
+        let spec = task_spec(app, &id, &version, &offer.hostname, &ports);
+        let has_health_checks = !app.health_checks.is_empty();
+        self.state.next_seq();
         self.state.insert_task(Task {
             id,
             app: app_id.to_string(),
@@ -260,7 +309,7 @@ impl Marathon {
             staged_at_ms: self.now_ms,
             started_at_ms: None,
             healthy: None,
-            has_health_checks: !app.health_checks.is_empty(),
+            has_health_checks,
             last_health_ms: None,
             killing: false,
         });
@@ -276,28 +325,35 @@ impl Marathon {
     }
 
     fn apply(&mut self, u: TaskStatus) {
-        let Some(task) = self.state.tasks.get(&u.task_id).cloned() else {
+        let Some(task) = self.state.tasks.get(&u.task_id) else {
             // A task this framework does not know (or already forgot): it must not run.
             if !terminal(u.state) {
                 self.actions.push(Action::Kill(KillTask { task_id: u.task_id, grace_period_ms: None }));
             }
             return;
         };
-        let app_version = self.state.apps.get(&task.app).map(|a| a.version.clone()).unwrap_or_default();
-        self.publish(
-            "status_update_event",
-            json!({
-                "slaveId": u.hostname.clone().unwrap_or_default(), "taskId": u.task_id, "taskStatus": state_name(u.state),
-                "message": u.message, "appId": task.app, "host": task.host, "ports": task.ports,
-                "ipAddresses": [], "version": app_version,
-            }),
-        );
+        // One event per update: serialized straight from borrowed fields, as this is the hottest path.
+        let event = StatusUpdateEvent {
+            event_type: "status_update_event",
+            timestamp: iso(self.now_ms),
+            slave_id: u.hostname.as_deref().unwrap_or_default(),
+            task_id: &u.task_id,
+            task_status: state_name(u.state),
+            message: &u.message,
+            app_id: &task.app,
+            host: &task.host,
+            ports: &task.ports,
+            ip_addresses: [],
+            version: self.state.apps.get(&task.app).map_or("", |a| a.version.as_str()),
+        };
+        let payload = serde_json::to_string(&event).expect("an event serializes");
+        self.events.push(Event { kind: "status_update_event".into(), payload });
         if terminal(u.state) {
-            self.state.remove_task(&task.id);
+            let task = self.state.remove_task(&u.task_id).expect("looked up above");
             self.task_ended(&task, &u);
             return;
         }
-        let t = self.state.tasks.get_mut(&u.task_id).expect("cloned above");
+        let t = self.state.tasks.get_mut(&u.task_id).expect("looked up above");
         match u.state {
             TaskState::Staging => t.phase = Phase::Staging,
             TaskState::Starting => t.phase = Phase::Starting,
@@ -368,10 +424,15 @@ impl Marathon {
     /// to be launched and revives them when launches are wanted; returns those actions and pending events.
     pub fn converge(&mut self) -> Vec<Action> {
         let mut actions = std::mem::take(&mut self.actions);
-        let ids: Vec<String> = self.state.apps.keys().cloned().collect();
-        for id in &ids {
+        let mut changed = self.refresh_plans();
+        for id in &changed {
+            let Some(plan) = self.plans.get(id) else { continue };
+            if plan.kill.is_empty() {
+                continue;
+            }
+            let kill = plan.kill.clone();
             let grace = self.state.apps[id].app.kill_grace_ms();
-            for task in self.plan(id).kill {
+            for task in kill {
                 if let Some(t) = self.state.tasks.get_mut(&task) {
                     t.killing = true;
                     self.state.touch_task(&task);
@@ -379,18 +440,21 @@ impl Marathon {
                 }
             }
         }
+        changed.extend(self.refresh_plans());
+        // Only a change to its app (tasks, definition, the deployment itself) can finish a deployment.
         let done: Vec<String> = self
             .state
             .deployments
             .values()
+            .filter(|d| changed.contains(&d.app) || !self.state.apps.contains_key(&d.app))
             .filter(|d| self.deployment_done(d))
             .map(|d| d.id.clone())
             .collect();
         for id in done {
             self.finish_deployment(&id, "deployment_success");
         }
-        let plans: Vec<Plan> = self.state.apps.keys().map(|id| self.plan(id)).collect();
-        let wanted: u64 = plans.iter().map(|p| u64::from(p.launch)).sum();
+        self.refresh_plans();
+        let wanted: u64 = self.plans.values().map(|p| u64::from(p.launch)).sum();
         let meta = &mut self.state.meta;
         if wanted > 0 && (meta.suppressed || wanted > meta.launches_wanted) {
             actions.push(Action::Revive);
