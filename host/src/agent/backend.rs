@@ -6,6 +6,12 @@ use std::time::Duration;
 use berth_proto::v1 as pb;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+/// Where a backend sends its status changes. Boxed, because an unbounded channel keeps a block of 32
+/// slots for its whole life: 8 bytes a slot instead of a status's 176 (at 10,000 simulated agents in one
+/// process, 50 MB).
+pub type StatusSender = mpsc::UnboundedSender<Box<pb::TaskStatus>>;
 
 /// Runs tasks on one node. Status changes are sent on the channel the backend was created with, in
 /// order per task; the agent forwards them to the master until acknowledged.

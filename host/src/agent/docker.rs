@@ -21,10 +21,9 @@ use bollard::query_parameters::{
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::backend::Backend;
+use super::backend::{Backend, StatusSender};
 use super::container::{self, LABEL_AGENT, LABEL_FRAMEWORK, LABEL_SPEC, LABEL_TASK, Policy};
 use super::health::{self, HealthEvent};
 use crate::model::unix_ms;
@@ -63,7 +62,7 @@ struct Inner {
     agent_id: String,
     hostname: String,
     options: DockerOptions,
-    events: mpsc::UnboundedSender<pb::TaskStatus>,
+    events: StatusSender,
     tasks: Mutex<HashMap<Key, Tracked>>,
 }
 
@@ -85,7 +84,7 @@ impl DockerBackend {
         agent_id: &str,
         hostname: &str,
         options: DockerOptions,
-        events: mpsc::UnboundedSender<pb::TaskStatus>,
+        events: StatusSender,
     ) -> anyhow::Result<(DockerBackend, Detected)> {
         let docker = Docker::connect_with_local_defaults()
             .context("cannot find the Docker engine")?
@@ -140,7 +139,7 @@ impl Inner {
     }
 
     fn emit(&self, status: pb::TaskStatus) {
-        let _ = self.events.send(status);
+        let _ = self.events.send(Box::new(status));
     }
 
     fn event_stream(

@@ -21,7 +21,7 @@ use pb::agent_message::Message as ToMaster;
 use pb::master_message::Message as FromMaster;
 use tokio::sync::{mpsc, watch};
 
-pub use backend::Backend;
+pub use backend::{Backend, StatusSender};
 
 use crate::master::{AgentConnection, MasterHandle};
 
@@ -157,7 +157,7 @@ impl Unacked {
 pub async fn run(
     config: AgentConfig,
     backend: Arc<dyn Backend>,
-    mut events: mpsc::UnboundedReceiver<pb::TaskStatus>,
+    mut events: mpsc::UnboundedReceiver<Box<pb::TaskStatus>>,
     transport: Transport,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -213,7 +213,7 @@ pub async fn run(
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Log streams run as their own tasks and hand their chunks to this loop, which owns the link.
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ToMaster>();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Box<ToMaster>>();
         let mut log_streams: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
         loop {
             tokio::select! {
@@ -252,11 +252,11 @@ pub async fn run(
                     }
                 },
                 Some(message) = out_rx.recv() => {
-                    link.send(message);
+                    link.send(*message);
                 }
                 Some(status) = events.recv() => {
                     counter += 1;
-                    let update = pb::StatusUpdate { uuid: format!("{}-{boot}-{counter}", config.agent_id), status: Some(status) };
+                    let update = pb::StatusUpdate { uuid: format!("{}-{boot}-{counter}", config.agent_id), status: Some(*status) };
                     unacked.push(update.clone());
                     link.send(ToMaster::Status(update));
                 }
@@ -278,10 +278,10 @@ pub async fn run(
 async fn forward_logs(
     request_id: u64,
     mut stream: futures::stream::BoxStream<'static, Result<pb::LogChunk, String>>,
-    out: mpsc::UnboundedSender<ToMaster>,
+    out: mpsc::UnboundedSender<Box<ToMaster>>,
 ) {
     let send = |chunk: pb::LogChunk| {
-        out.send(ToMaster::Logs(pb::AgentLogChunk { request_id, chunk: Some(chunk) })).is_ok()
+        out.send(Box::new(ToMaster::Logs(pb::AgentLogChunk { request_id, chunk: Some(chunk) }))).is_ok()
     };
     let mut error = String::new();
     while let Some(item) = stream.next().await {

@@ -12,26 +12,21 @@ use std::time::Duration;
 use berth_proto::v1 as pb;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
 
-use super::backend::Backend;
+use super::backend::{Backend, StatusSender};
 use crate::model::unix_ms;
 
 /// A backend that runs nothing.
 pub struct SimulatedBackend {
     tasks: Arc<Mutex<HashMap<(String, String), pb::TaskStatus>>>,
-    events: mpsc::UnboundedSender<pb::TaskStatus>,
+    events: StatusSender,
     agent_id: String,
     hostname: String,
 }
 
 impl SimulatedBackend {
     /// A backend that reports on `events`.
-    pub fn new(
-        agent_id: &str,
-        hostname: &str,
-        events: mpsc::UnboundedSender<pb::TaskStatus>,
-    ) -> SimulatedBackend {
+    pub fn new(agent_id: &str, hostname: &str, events: StatusSender) -> SimulatedBackend {
         SimulatedBackend {
             tasks: Arc::default(),
             events,
@@ -76,8 +71,8 @@ impl Backend for SimulatedBackend {
             }
             tasks.insert(key.clone(), running.clone());
         }
-        let _ = self.events.send(self.status(&framework, &task, pb::TaskState::Starting));
-        let _ = self.events.send(running.clone());
+        let _ = self.events.send(Box::new(self.status(&framework, &task, pb::TaskState::Starting)));
+        let _ = self.events.send(Box::new(running.clone()));
         let Some(after) = label(&task, "berth.simulate.exit-after-ms").and_then(|v| v.parse::<u64>().ok())
         else {
             return;
@@ -99,7 +94,7 @@ impl Backend for SimulatedBackend {
                 status.reason = pb::TaskReason::CommandFailed as i32;
                 status.message = format!("exited with code {code}");
             }
-            let _ = events.send(status);
+            let _ = events.send(Box::new(status));
         });
     }
 
@@ -110,7 +105,7 @@ impl Backend for SimulatedBackend {
             status.state = pb::TaskState::Killed as i32;
             status.reason = reason as i32;
             status.timestamp_ms = unix_ms();
-            let _ = self.events.send(status);
+            let _ = self.events.send(Box::new(status));
         }
     }
 

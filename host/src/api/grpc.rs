@@ -451,6 +451,6 @@ impl pb::agent_service_server::AgentService for Services {
             // Dropping the sender tells the master the agent is gone.
         });
         let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(connection.outbound);
-        Ok(Response::new(Box::pin(futures::StreamExt::map(outbound, Ok))))
+        Ok(Response::new(Box::pin(futures::StreamExt::map(outbound, |message| Ok(*message)))))
     }
 }

@@ -11,7 +11,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::query::CycleView;
 use super::state::{Framework, Node, Task, TaskKey};
-use super::{Event, Job, MasterConfig, MasterHandle};
+use super::writer::{Outgoing, Reply, Writer};
+use super::{Event, Job, MasterConfig, MasterHandle, ToAgent};
 use crate::bundled;
 use crate::model::unix_ms;
 use crate::runtime::{NewVersion, Registry};
@@ -22,7 +23,7 @@ pub(crate) enum Command {
     /// Run a closure against the state (API calls).
     Run(Job),
     /// An agent connected; its messages follow with the same id.
-    AgentConnected(u64, mpsc::UnboundedSender<pb::MasterMessage>),
+    AgentConnected(u64, ToAgent),
     AgentMessage(u64, pb::AgentMessage),
     AgentDisconnected(u64),
     Shutdown,
@@ -39,10 +40,12 @@ const CYCLES_KEPT: usize = 256;
 /// The master's state. Only the master thread touches it; API calls reach it as closures.
 pub struct Master {
     pub(super) config: MasterConfig,
-    pub(super) store: Store,
+    pub(super) store: Arc<Store>,
     pub(super) batch: Batch,
-    outbox: Vec<(mpsc::UnboundedSender<pb::MasterMessage>, pb::MasterMessage)>,
-    replies: Vec<Box<dyn FnOnce() + Send>>,
+    outbox: Vec<Outgoing>,
+    replies: Vec<Reply>,
+    /// Commits batches off this thread; `None` only while the master is being built.
+    writer: Option<Writer>,
     pub(super) registry: Arc<Registry>,
     /// The allocator plugin in use.
     pub(super) allocator: String,
@@ -50,7 +53,7 @@ pub struct Master {
     /// Agent id to node id.
     pub(super) agents: HashMap<String, u32>,
     /// Connections that have not registered yet.
-    pub(super) pending_connections: HashMap<u64, mpsc::UnboundedSender<pb::MasterMessage>>,
+    pub(super) pending_connections: HashMap<u64, ToAgent>,
     /// Registered connections to their node.
     pub(super) connections: HashMap<u64, u32>,
     pub(super) next_node_id: u32,
@@ -117,9 +120,12 @@ impl Master {
         registry: Arc<Registry>,
         events: broadcast::Sender<Event>,
     ) -> anyhow::Result<Master> {
-        let store = Store::open(&config.data_dir)
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let store = Arc::new(
+            Store::open(&config.data_dir)
+                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+        );
         let loaded = store.load().context("reading the store")?;
+        let writer = Writer::start(store.clone()).context("starting the store writer thread")?;
         let now = Instant::now();
         let mut master = Master {
             config,
@@ -127,6 +133,7 @@ impl Master {
             batch: Batch::default(),
             outbox: Vec::new(),
             replies: Vec::new(),
+            writer: Some(writer),
             registry,
             allocator: String::new(),
             nodes: BTreeMap::new(),
@@ -348,6 +355,9 @@ impl Master {
             self.deliver_statuses();
             self.flush();
         }
+        self.flush();
+        // Waits for the writer to commit everything handed over.
+        drop(self.writer.take());
         tracing::info!(target: "berth.master", "master stopped");
     }
 
@@ -405,17 +415,13 @@ impl Master {
     /// Queues a message to a node's agent; it is sent after the next commit.
     pub(super) fn send_to_node(&mut self, node: u32, message: pb::master_message::Message) {
         if let Some(Some((_, tx))) = self.nodes.get(&node).map(|n| n.connection.clone()) {
-            self.outbox.push((tx, pb::MasterMessage { message: Some(message) }));
+            self.outbox.push((tx, Box::new(pb::MasterMessage { message: Some(message) })));
         }
     }
 
     /// Queues a message on a connection (before registration completes); sent after the next commit.
-    pub(super) fn send_on(
-        &mut self,
-        tx: mpsc::UnboundedSender<pb::MasterMessage>,
-        message: pb::master_message::Message,
-    ) {
-        self.outbox.push((tx, pb::MasterMessage { message: Some(message) }));
+    pub(super) fn send_on(&mut self, tx: ToAgent, message: pb::master_message::Message) {
+        self.outbox.push((tx, Box::new(pb::MasterMessage { message: Some(message) })));
     }
 
     /// Runs `reply` once the writes made so far are committed.
@@ -423,22 +429,15 @@ impl Master {
         self.replies.push(reply);
     }
 
-    /// Commits the iteration's writes, then sends what depended on them. A failing disk stops the
-    /// master here, retrying, rather than acknowledging anything it could not persist.
+    /// Hands the iteration's writes to the writer thread, which commits them and then sends what depended
+    /// on them. A failing disk stops acknowledgements there, retrying, rather than acknowledging anything
+    /// that could not be persisted.
     pub(super) fn flush(&mut self) {
         let batch = std::mem::take(&mut self.batch);
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = self.store.commit(&batch) {
-            tracing::error!(target: "berth.master", error = %e, writes = batch.len(),
-                "cannot persist state; retrying before acknowledging anything");
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        for (tx, message) in self.outbox.drain(..) {
-            let _ = tx.send(message);
-        }
-        for reply in self.replies.drain(..) {
-            reply();
+        let outbox = std::mem::take(&mut self.outbox);
+        let replies = std::mem::take(&mut self.replies);
+        if let Some(writer) = &self.writer {
+            writer.submit(batch, outbox, replies);
         }
     }
 

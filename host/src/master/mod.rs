@@ -22,6 +22,7 @@ mod query;
 mod state;
 mod tasks;
 mod validate;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,11 +120,16 @@ pub enum Event {
     },
 }
 
+/// The master's side of an agent connection. Messages are boxed because a channel keeps a block of 32
+/// slots per connection for its whole life: a boxed slot is 8 bytes where a message is 440, which is
+/// 14 KiB less per agent (140 MB at 10,000 agents).
+pub type ToAgent = mpsc::UnboundedSender<Box<pb::MasterMessage>>;
+
 /// A connection from an agent: what the master sends it, and a sender for what it says.
 #[derive(Debug)]
 pub struct AgentConnection {
     /// Receives what the master sends this agent; ends when the master drops the connection.
-    pub outbound: mpsc::UnboundedReceiver<pb::MasterMessage>,
+    pub outbound: mpsc::UnboundedReceiver<Box<pb::MasterMessage>>,
     /// Hands the agent's messages to the master; dropping it tells the master the agent is gone.
     pub sender: AgentSender,
 }

@@ -4,9 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use berth_proto::v1 as pb;
-use tokio::sync::mpsc;
-
+use super::ToAgent;
 use super::kv::FrameworkKv;
 use crate::model::ResourcesExt;
 use crate::runtime::FrameworkInstance;
@@ -48,7 +46,7 @@ pub struct Node {
     pub used: Resources,
     pub state: NodeState,
     /// The live connection, if any: its id and the channel to the agent.
-    pub connection: Option<(u64, mpsc::UnboundedSender<pb::MasterMessage>)>,
+    pub connection: Option<(u64, ToAgent)>,
     pub last_seen: Instant,
     pub last_seen_ms: u64,
     /// Tasks the agent last said it runs.

@@ -54,6 +54,9 @@ impl Runtime {
             .concurrency_support(false)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed);
+        if let Some(strategy) = profiler_from_env()? {
+            config.profiler(strategy);
+        }
         let engine = Engine::new(&config)?;
 
         let mut allocator_linker = Linker::new(&engine);
@@ -103,6 +106,18 @@ impl Runtime {
         let compile_time = started.elapsed();
         validate::exports(&self.engine, &component, kind)?;
         Ok(Compiled { component, sha256, size: bytes.len(), compile_time, from_cache })
+    }
+}
+
+/// The profiling agent `BERTH_WASM_PROFILE` asks for: `perfmap` writes `/tmp/perf-<pid>.map`, so that
+/// `perf record` / `perf report` name the plugins' compiled functions. Unset or empty: none.
+fn profiler_from_env() -> anyhow::Result<Option<wasmtime::ProfilingStrategy>> {
+    match std::env::var("BERTH_WASM_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("none") => Ok(None),
+        Ok("perfmap") => Ok(Some(wasmtime::ProfilingStrategy::PerfMap)),
+        Ok(other) => {
+            anyhow::bail!("BERTH_WASM_PROFILE={other} is not supported (use `perfmap`, or leave it unset)")
+        }
     }
 }
 

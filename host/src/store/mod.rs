@@ -192,6 +192,11 @@ pub struct Loaded {
     pub agents: BTreeMap<String, AgentRecord>,
 }
 
+/// redb's page cache. Its default (a gigabyte) is sized for databases that are read far more than written;
+/// the master reads the store once, at start, and otherwise only writes, so a large cache is mostly dirty
+/// pages the master's own memory already holds. 64 MiB keeps the B-tree's upper levels hot.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The open store.
 pub struct Store {
     db: Database,
@@ -216,7 +221,7 @@ impl Store {
         std::fs::create_dir_all(data_dir.join("plugins/components"))
             .map_err(io(format!("creating {}", data_dir.display())))?;
         let path = data_dir.join("state.redb");
-        let db = Database::create(&path)?;
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(&path)?;
         let components =
             Dir::open_ambient_dir(data_dir.join("plugins/components"), cap_std::ambient_authority())
                 .map_err(io("opening the plugin component directory"))?;

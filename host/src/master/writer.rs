@@ -1,0 +1,91 @@
+//! The store writer: commits the master's batches on a thread of its own, in order, and only then sends
+//! what depended on each batch (messages to agents, API replies).
+//!
+//! The master thread hands over a batch at the end of each loop iteration and carries on with the next
+//! one while the disk works, so a commit costs the master a channel send instead of a B-tree update and
+//! an fsync. Nothing is acknowledged earlier than before: a reply or an agent message still leaves only
+//! once every write made before it is durable, because batches are committed and released in the order
+//! they were made. The channel holds few batches, so a slow disk slows the master down rather than
+//! letting unacknowledged work pile up.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use crossbeam_channel::{Sender, bounded};
+
+use super::ToAgent;
+use crate::store::{Batch, Store};
+
+/// Batches handed over but not yet committed, at most.
+const QUEUED_BATCHES: usize = 2;
+
+/// A message to an agent, sent once its batch is committed.
+pub(crate) type Outgoing = (ToAgent, Box<pb::MasterMessage>);
+/// Something to run once its batch is committed (an API reply).
+pub(crate) type Reply = Box<dyn FnOnce() + Send>;
+
+/// One loop iteration's writes and what waits on them.
+struct Commit {
+    batch: Batch,
+    outbox: Vec<Outgoing>,
+    replies: Vec<Reply>,
+}
+
+/// The writer thread. Dropping it commits what was handed over, then stops the thread.
+pub(crate) struct Writer {
+    tx: Option<Sender<Commit>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(crate) fn start(store: Arc<Store>) -> std::io::Result<Writer> {
+        let (tx, rx) = bounded::<Commit>(QUEUED_BATCHES);
+        let thread = std::thread::Builder::new().name("berth-store".into()).spawn(move || {
+            for Commit { batch, outbox, replies } in rx {
+                commit(&store, &batch);
+                for (tx, message) in outbox {
+                    let _ = tx.send(message);
+                }
+                for reply in replies {
+                    reply();
+                }
+            }
+        })?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Hands over a batch and what waits on it. Blocks while the writer is [`QUEUED_BATCHES`] behind.
+    pub(crate) fn submit(&self, batch: Batch, outbox: Vec<Outgoing>, replies: Vec<Reply>) {
+        if batch.is_empty() && outbox.is_empty() && replies.is_empty() {
+            return;
+        }
+        let tx = self.tx.as_ref().expect("the writer runs until dropped");
+        if tx.send(Commit { batch, outbox, replies }).is_err() {
+            // Only if the writer thread panicked, which `commit` never does on its own.
+            tracing::error!(target: "berth.master", "the store writer is gone; writes are not persisted");
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Commits `batch`, retrying with backoff for as long as the disk refuses: nothing after it may be
+/// acknowledged before it is durable.
+fn commit(store: &Store, batch: &Batch) {
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = store.commit(batch) {
+        tracing::error!(target: "berth.master", error = %e, writes = batch.len(),
+            "cannot persist state; retrying before acknowledging anything");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
