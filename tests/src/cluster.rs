@@ -66,14 +66,29 @@ pub struct Master {
     pub url: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// `BERTH_LOG` for the process.
+    log_filter: String,
     /// Holds the temporary directory for the test's life.
     _dir: tempfile::TempDir,
     logs: Vec<PathBuf>,
 }
 
 impl Master {
-    /// Starts a master on a free port with a fresh data directory and `args` (e.g. `--no-local-agent`).
+    /// Starts a master on a free port with a fresh data directory and `args` (e.g. `--no-local-agent`); its
+    /// local agent offers a port range of its own and it logs at debug level.
     pub fn start(args: &[&str]) -> Master {
+        let args: Vec<String> =
+            args.iter().map(|s| s.to_string()).chain(["--agent-ports".to_string(), port_range()]).collect();
+        Master::launch(args, "info,berth=debug")
+    }
+
+    /// Starts a master for a benchmark: exactly `args`, and warnings only in its log, so logging does not
+    /// weigh on what is measured.
+    pub fn start_for_benchmark(args: &[&str]) -> Master {
+        Master::launch(args.iter().map(|s| s.to_string()).collect(), "warn")
+    }
+
+    fn launch(args: Vec<String>, log_filter: &str) -> Master {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut master = Master {
@@ -81,16 +96,18 @@ impl Master {
             port,
             url: format!("http://127.0.0.1:{port}"),
             data_dir: dir.path().join("data"),
-            args: args
-                .iter()
-                .map(|s| s.to_string())
-                .chain(["--agent-ports".to_string(), port_range()])
-                .collect(),
+            args,
+            log_filter: log_filter.to_string(),
             _dir: dir,
             logs: Vec::new(),
         };
         master.spawn();
         master
+    }
+
+    /// The process id of the running `berth serve`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(&mut self) {
@@ -100,7 +117,7 @@ impl Master {
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(&self.args)
-            .env("BERTH_LOG", "info,berth=debug")
+            .env("BERTH_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

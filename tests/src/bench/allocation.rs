@@ -1,11 +1,9 @@
-//! The `proportional` allocator on one large view, compiled natively and as the wasm component `berth`
-//! embeds, measured side by side in one run.
+//! The allocation cycle: the `proportional` allocator on one large view, compiled natively and as the wasm
+//! component `berth` embeds, measured side by side in one run.
 //!
-//! `cargo bench -p berth-host --bench allocation [-- NODES FRAMEWORKS ROUNDS]` (default 10000 1000 15).
-//!
-//! Native and wasm runs alternate so that both see the same machine noise; the figures are medians. The
-//! wasm figure is the whole call as the master makes it: lowering the view into the guest, the policy,
-//! and lifting the grants back.
+//! Native and wasm calls alternate so that both see the same machine noise; the figures are medians. The
+//! wasm figure is the whole call as the master makes it: lowering the view into the guest, the policy, and
+//! lifting the grants back.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +12,34 @@ use berth_host::runtime::bindings as abi;
 use berth_host::runtime::{NewVersion, PluginKind, PluginLimits, Registry, Runtime};
 use berth_plugin_proportional::policy;
 use berth_plugin_sdk as sdk;
+
+use super::median;
+
+/// One point of the matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix {
+    pub nodes: u32,
+    pub frameworks: u32,
+    /// Alternating native/wasm rounds.
+    pub rounds: u32,
+}
+
+/// What one point measured.
+#[derive(Clone, Debug)]
+pub struct Cycle {
+    pub setup: Matrix,
+    /// Tasks of demand in the view, and grants the policy made.
+    pub demand: u64,
+    pub grants: usize,
+    pub native: Duration,
+    pub wasm: Duration,
+}
+
+impl Cycle {
+    pub fn ratio(&self) -> f64 {
+        self.wasm.as_secs_f64() / self.native.as_secs_f64()
+    }
+}
 
 /// A deterministic pseudo-random sequence (a 64-bit LCG), so every run measures the same view.
 struct Lcg(u64);
@@ -24,9 +50,10 @@ impl Lcg {
     }
 }
 
-/// `nodes` nodes of 32 cores and 128 GiB with two attributes each; `frameworks` frameworks with weights
-/// 1-4, each holding some resources already and wanting 1-3 task shapes, 20 tasks of each.
-fn cluster(nodes: u32, frameworks: u32) -> sdk::ClusterView {
+/// `nodes` nodes of 32 cores and 128 GiB with two attributes each, partly used; `frameworks` frameworks
+/// with weights 1-4 in 10 roles, each holding some resources already and wanting 1-3 task shapes, 20 tasks
+/// of each.
+pub fn cluster(nodes: u32, frameworks: u32) -> sdk::ClusterView {
     let mut rng = Lcg(42);
     let nodes = (0..nodes)
         .map(|id| {
@@ -65,7 +92,8 @@ fn cluster(nodes: u32, frameworks: u32) -> sdk::ClusterView {
     sdk::ClusterView { nodes, frameworks, filters: vec![], now_ms: 1_700_000_000_000 }
 }
 
-fn to_abi(view: &sdk::ClusterView) -> abi::ClusterView {
+/// The same view in the host's ABI types, as the master hands it to an allocator component.
+pub fn to_abi(view: &sdk::ClusterView) -> abi::ClusterView {
     let resources = |r: &sdk::Resources| abi::Resources {
         milli_cpus: r.milli_cpus,
         mem_mib: r.mem_mib,
@@ -118,42 +146,41 @@ fn to_abi(view: &sdk::ClusterView) -> abi::ClusterView {
     }
 }
 
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort_unstable();
-    samples[samples.len() / 2]
+/// A registry holding the bundled `proportional` allocator, with limits that let a 10k-node view through
+/// (the master's defaults are for its own cycles, which it keeps smaller by batching).
+pub fn registry() -> Registry {
+    let registry = Registry::new(Runtime::new(None).expect("the plugin runtime"));
+    registry.load(proportional(None)).expect("loading the bundled allocator");
+    registry
 }
 
-fn main() {
-    let args: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (nodes, frameworks, rounds) = (
-        args.first().copied().unwrap_or(10_000),
-        args.get(1).copied().unwrap_or(1_000),
-        args.get(2).copied().unwrap_or(15),
-    );
-    let native_view = cluster(nodes, frameworks);
+/// The bundled `proportional` allocator as a new version (`number` or the next one).
+pub fn proportional(number: Option<u32>) -> NewVersion<'static> {
+    NewVersion {
+        name: "proportional",
+        kind: PluginKind::Allocator,
+        bytes: bundled::PROPORTIONAL,
+        config: String::new(),
+        limits: PluginLimits { memory_mib: 1024, deadline_ms: 60_000 },
+        number,
+    }
+}
+
+/// Measures one point of the matrix.
+pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
+    let native_view = cluster(setup.nodes, setup.frameworks);
     let wasm_view = to_abi(&native_view);
     let config = policy::Config::default();
-
-    let registry = Registry::new(Runtime::new(None).expect("runtime"));
-    let plugin = registry
-        .load(NewVersion {
-            name: "proportional",
-            kind: PluginKind::Allocator,
-            bytes: bundled::PROPORTIONAL,
-            config: String::new(),
-            limits: PluginLimits { memory_mib: 1024, deadline_ms: 60_000 },
-            number: None,
-        })
-        .expect("load the bundled allocator");
+    let plugin = registry.get("proportional").expect("the allocator is loaded");
 
     // The two must agree before their speed is worth comparing.
     let native_grants = policy::allocate(&native_view, &config);
     let (_, wasm_grants) = plugin.allocate(&wasm_view).expect("wasm allocate");
     assert_eq!(native_grants.len(), wasm_grants.len(), "native and wasm disagree");
-    let tasks: u64 = native_view.frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
+    let demand = native_view.frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
 
     let (mut native, mut wasm) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
+    for _ in 0..setup.rounds {
         let started = Instant::now();
         std::hint::black_box(policy::allocate(&native_view, &config));
         native.push(started.elapsed());
@@ -161,14 +188,5 @@ fn main() {
         std::hint::black_box(plugin.allocate(&wasm_view).expect("wasm allocate"));
         wasm.push(started.elapsed());
     }
-    let (native, wasm) = (median(&mut native), median(&mut wasm));
-    println!(
-        "proportional allocator, {nodes} nodes x {frameworks} frameworks, {tasks} tasks of demand, {} grants, median of {rounds} alternating rounds",
-        native_grants.len()
-    );
-    println!("| build  | cycle time |");
-    println!("|--------|-----------:|");
-    println!("| native | {:>8.2} ms |", native.as_secs_f64() * 1e3);
-    println!("| wasm   | {:>8.2} ms |", wasm.as_secs_f64() * 1e3);
-    println!("wasm / native: {:.2}x", wasm.as_secs_f64() / native.as_secs_f64());
+    Cycle { setup, demand, grants: native_grants.len(), native: median(&mut native), wasm: median(&mut wasm) }
 }
