@@ -18,13 +18,9 @@ use berth_host::runtime::{
     AllocatorInstance, ArtifactCache, FrameworkInstance, KvBackend, NewVersion, PluginKind, PluginLimits,
     Registry, Runtime, Version,
 };
+use berth_tests::bench::median;
 use berth_tests::languages::build_example;
 use berth_tests::views::{framework, node, shape, view};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
@@ -116,7 +112,7 @@ fn main() {
         let (compile, load, version) = load(row, cache.path());
         let (instantiate, call) = match row.kind {
             PluginKind::Allocator => {
-                let instantiations: Vec<Duration> = (0..10)
+                let mut instantiations: Vec<Duration> = (0..10)
                     .map(|_| {
                         let t = Instant::now();
                         AllocatorInstance::create(&version).unwrap();
@@ -124,14 +120,14 @@ fn main() {
                     })
                     .collect();
                 let mut instance = AllocatorInstance::create(&version).unwrap();
-                let calls: Vec<Duration> = (0..50)
+                let mut calls: Vec<Duration> = (0..50)
                     .map(|_| {
                         let t = Instant::now();
                         instance.allocate(&cluster).unwrap();
                         t.elapsed()
                     })
                     .collect();
-                (median(instantiations), format!("{} allocate", ms(median(calls))))
+                (median(&mut instantiations), format!("{} allocate", ms(median(&mut calls))))
             }
             PluginKind::Framework => {
                 let plugin = Registry::new(version.runtime().clone()).activate(version.clone());
@@ -139,7 +135,7 @@ fn main() {
                 let kv = || -> Option<Arc<dyn KvBackend>> {
                     Some(Arc::new(FrameworkKv::new(Default::default(), 64 << 20)))
                 };
-                let instantiations: Vec<Duration> = (0..10)
+                let mut instantiations: Vec<Duration> = (0..10)
                     .map(|_| {
                         let t = Instant::now();
                         FrameworkInstance::new(plugin.clone(), String::new(), kv()).unwrap();
@@ -148,14 +144,14 @@ fn main() {
                     .collect();
                 let mut instance = FrameworkInstance::new(plugin, String::new(), kv()).unwrap();
                 let path = if row.name == "marathon" { "/v2/apps" } else { "/jobs" };
-                let calls: Vec<Duration> = (0..50)
+                let mut calls: Vec<Duration> = (0..50)
                     .map(|_| {
                         let t = Instant::now();
                         instance.handle(&request(path)).unwrap();
                         t.elapsed()
                     })
                     .collect();
-                (median(instantiations), format!("{} `GET {path}`", ms(median(calls))))
+                (median(&mut instantiations), format!("{} `GET {path}`", ms(median(&mut calls))))
             }
         };
         println!(
