@@ -105,8 +105,12 @@ fn allocation_rows() -> Vec<Row> {
             rows.push(
                 row(
                     format!(
-                        "allocation cycle, wasm, {setup} ({} tasks of demand, {} grants)",
-                        c.demand, c.grants
+                        "allocation cycle, wasm, {setup} ({} tasks of demand, {} grants, {} nodes changed \
+                         per cycle; whole view every cycle: {:.1} ms)",
+                        c.demand,
+                        c.grants,
+                        c.delta_nodes,
+                        ms(c.wasm_whole)
                     ),
                     format!("{:.1} ms", ms(c.wasm)),
                     "≤ 50 ms",

@@ -1,13 +1,16 @@
 //! The default allocator's fairness, through the real wasm component that `berth` embeds.
 
 use berth_host::bundled;
-use berth_host::runtime::bindings::{ClusterView, Grant};
-use berth_host::runtime::{NewVersion, PluginKind, PluginLimits, Registry, Runtime};
+use berth_host::runtime::bindings::{ClusterView, Grant, Resources};
+use berth_host::runtime::{AllocatorInstance, NewVersion, PluginKind, PluginLimits, Registry, Runtime};
+use berth_plugin_proportional::policy;
+use berth_plugin_sdk as sdk;
+use berth_tests::bench::allocation::{after, cluster, to_abi};
 use berth_tests::views::{framework, granted, node, shape, view};
 
-fn allocate(view: &ClusterView) -> Vec<Grant> {
+fn registry() -> Registry {
     let registry = Registry::new(Runtime::new(None).expect("runtime"));
-    let plugin = registry
+    registry
         .load(NewVersion {
             name: "proportional",
             kind: PluginKind::Allocator,
@@ -17,6 +20,12 @@ fn allocate(view: &ClusterView) -> Vec<Grant> {
             number: None,
         })
         .expect("the bundled allocator loads");
+    registry
+}
+
+fn allocate(view: &ClusterView) -> Vec<Grant> {
+    let registry = registry();
+    let plugin = registry.get("proportional").expect("loaded");
     let (_, grants) = plugin.allocate(view).expect("allocate");
     assert_grants_fit(view, &grants);
     grants
@@ -81,4 +90,88 @@ fn what_a_framework_already_holds_counts_toward_its_share() {
         allocate(&view(vec![n], vec![rich, framework(2, "poor", 1.0, vec![shape(1_000, 0, u32::MAX)])]));
     assert_eq!(granted(&grants, 1).0, 0);
     assert_eq!(granted(&grants, 2).0, 10_000);
+}
+
+/// A grant as a plain tuple, to compare the native policy's grants with the component's.
+type Plain = (u32, u32, u64, u64, Vec<(u16, u16)>);
+
+fn plain_native(grants: &[sdk::Grant]) -> Vec<Plain> {
+    let ports = |r: &sdk::Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
+    grants
+        .iter()
+        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
+        .collect()
+}
+
+fn plain_wasm(grants: &[Grant]) -> Vec<Plain> {
+    let ports = |r: &Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
+    grants
+        .iter()
+        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
+        .collect()
+}
+
+#[test]
+fn deltas_decide_exactly_what_whole_views_decide() {
+    // The component keeps the view between calls and is sent only what changed. Over a run of changing
+    // views (nodes granted on, joining, leaving, relabelled; frameworks changing demand, joining, leaving;
+    // decline filters), each answer must equal the same policy's natively on the whole view, and the
+    // component's own answer when it is sent the whole view.
+    let registry = registry();
+    let plugin = registry.get("proportional").expect("loaded");
+    let mut instance = AllocatorInstance::create(&plugin.active()).expect("an instance");
+    assert!(instance.incremental(), "the Rust SDK exports `allocate-delta`");
+    let mut other = AllocatorInstance::create(&plugin.active()).expect("an instance");
+    let config = policy::Config::default();
+    let mut current = cluster(300, 30);
+    let mut next_id = 1_000;
+    for step in 0..16 {
+        let native = policy::allocate(&current, &config);
+        let abi = to_abi(&current);
+        let incremental = instance.allocate(&abi).expect("allocate-delta");
+        let whole = other.allocate_whole(&abi).expect("allocate");
+        assert!(!native.is_empty(), "step {step}: the view has demand that fits");
+        assert_eq!(
+            plain_wasm(&incremental),
+            plain_native(&native),
+            "step {step}: the delta's answer differs"
+        );
+        assert_eq!(plain_wasm(&whole), plain_native(&native), "step {step}: the whole view's answer differs");
+
+        // The next view: half of the grants taken up, plus one other kind of change in turn.
+        let taken: Vec<sdk::Grant> = native.into_iter().step_by(2).collect();
+        current = after(&current, &taken);
+        match step % 4 {
+            0 => {
+                current.nodes.remove(7);
+                current.nodes.remove(100);
+            }
+            1 => {
+                let mut joined = current.nodes[0].clone();
+                joined.id = next_id;
+                joined.hostname = format!("joined-{next_id}");
+                next_id += 1;
+                current.nodes.push(joined);
+                current.nodes[3].attributes[0].value = "moved".into();
+            }
+            2 => {
+                current.frameworks.remove(4);
+                current.frameworks[9].demand.clear();
+                current.frameworks[10].weight *= 3.0;
+                let mut joined = current.frameworks[1].clone();
+                joined.id = next_id;
+                next_id += 1;
+                current.frameworks.push(joined);
+            }
+            _ => {
+                let (framework, node) = (current.frameworks[0].id, current.nodes[0].id);
+                current.filters.push(sdk::DeclineFilter {
+                    framework,
+                    node,
+                    expires_ms: current.now_ms + 5_000,
+                });
+                current.now_ms += 1_000;
+            }
+        }
+    }
 }

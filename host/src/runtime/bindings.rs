@@ -15,6 +15,22 @@ pub mod allocator {
     });
 }
 
+/// The `incremental-allocator` world: the `allocator` world plus `allocate-delta`. Shares every type with
+/// [`allocator`].
+pub mod incremental_allocator {
+    wasmtime::component::bindgen!({
+        path: "../proto/wit",
+        world: "berth:plugin/incremental-allocator",
+        imports: { default: tracing },
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
+        with: {
+            "berth:plugin/types": super::allocator::berth::plugin::types,
+            "berth:plugin/host": super::allocator::berth::plugin::host,
+            "berth:plugin/allocation": super::allocator::berth::plugin::allocation,
+        },
+    });
+}
+
 /// The `framework` world: `init`, `demand`, `offers`, `status`, `tick`, `handle`.
 pub mod framework {
     wasmtime::component::bindgen!({
@@ -29,7 +45,9 @@ pub mod framework {
     });
 }
 
-pub use allocator::berth::plugin::allocation::{ClusterView, DeclineFilter, Framework, Grant, Node};
+pub use allocator::berth::plugin::allocation::{
+    ClusterView, DeclineFilter, Framework, Grant, Node, NodeAvailable, ViewDelta,
+};
 pub use allocator::berth::plugin::host::Level;
 pub use allocator::berth::plugin::types::{Attribute, PortRange, Resources, TaskShape};
 pub use framework::berth::plugin::scheduling::{

@@ -8,9 +8,11 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::allocator::Allocator;
 use super::bindings::framework::Framework;
+use super::bindings::incremental_allocator::IncrementalAllocator;
 use super::bindings::{
     Action, ApiReply, ClusterView, Decision, Grant, HttpRequest, Offer, TaskShape, TaskStatus,
 };
+use super::delta::HeldView;
 use super::limits::MemoryCapExceeded;
 use super::registry::{Plugin, Pre, Version};
 use super::state::{KvBackend, PluginState};
@@ -84,23 +86,37 @@ fn classify(error: wasmtime::Error, version: &Version) -> CallError {
     CallError::Trap(format!("{error:?}"))
 }
 
+/// The typed exports of an allocator instance: the plain world, or the incremental one with the host's
+/// copy of the view the instance holds.
+enum AllocatorExports {
+    Whole(Allocator),
+    Incremental(IncrementalAllocator, HeldView),
+}
+
 /// One allocator instance. Instances of a version are pooled by the [`Plugin`]; see
 /// [`Plugin::allocate`].
 pub struct AllocatorInstance {
-    live: Live<Allocator>,
+    live: Live<AllocatorExports>,
 }
 
 impl AllocatorInstance {
     pub(crate) fn new(version: &Arc<Version>) -> Result<AllocatorInstance, InstantiateError> {
-        let Pre::Allocator(pre) = &version.pre else {
-            unreachable!("allocator instance of a framework version");
-        };
         let mut store = new_store(version, None);
-        let exports =
-            call(version, &mut store, |store| pre.instantiate(store)).map_err(InstantiateError::Failed)?;
-        call(version, &mut store, |store| exports.call_init(store, &version.config))
-            .map_err(InstantiateError::Failed)?
-            .map_err(InstantiateError::Refused)?;
+        let exports = match &version.pre {
+            Pre::Allocator(pre) => {
+                call(version, &mut store, |store| pre.instantiate(store)).map(AllocatorExports::Whole)
+            }
+            Pre::IncrementalAllocator(pre) => call(version, &mut store, |store| pre.instantiate(store))
+                .map(|exports| AllocatorExports::Incremental(exports, HeldView::default())),
+            Pre::Framework(_) => unreachable!("allocator instance of a framework version"),
+        }
+        .map_err(InstantiateError::Failed)?;
+        call(version, &mut store, |store| match &exports {
+            AllocatorExports::Whole(exports) => exports.call_init(store, &version.config),
+            AllocatorExports::Incremental(exports, _) => exports.call_init(store, &version.config),
+        })
+        .map_err(InstantiateError::Failed)?
+        .map_err(InstantiateError::Refused)?;
         Ok(AllocatorInstance { live: Live { store, exports, version: version.clone() } })
     }
 
@@ -110,10 +126,44 @@ impl AllocatorInstance {
         AllocatorInstance::new(version).map_err(CallError::from)
     }
 
-    /// Runs one allocation cycle.
+    /// Runs one allocation cycle. An incremental allocator is sent what changed since its previous call
+    /// (the whole view the first time, or when it asks for it).
     pub fn allocate(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
         let Live { store, exports, version } = &mut self.live;
-        call(version, store, |store| exports.call_allocate(store, view))
+        match exports {
+            AllocatorExports::Whole(exports) => {
+                call(version, store, |store| exports.call_allocate(store, view))
+            }
+            AllocatorExports::Incremental(exports, held) => {
+                let delta = held.delta(view);
+                let mut answer = call(version, store, |store| exports.call_allocate_delta(store, &delta))?;
+                if answer.is_none() && delta.base.is_some() {
+                    tracing::debug!(target: "berth.runtime", plugin = %version.label,
+                        "the allocator does not hold the view a delta was based on: sending the whole view");
+                    let whole = held.whole(view);
+                    answer = call(version, store, |store| exports.call_allocate_delta(store, &whole))?;
+                }
+                answer.ok_or_else(|| {
+                    held.forget();
+                    CallError::Protocol("`allocate-delta` answered `none` to a whole view (`base: none`)")
+                })
+            }
+        }
+    }
+
+    /// Runs one allocation cycle on the whole view (`allocate`), whatever the world: for tools that compare
+    /// the two paths. An incremental allocator's held view is left as it was.
+    pub fn allocate_whole(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+        let Live { store, exports, version } = &mut self.live;
+        call(version, store, |store| match exports {
+            AllocatorExports::Whole(exports) => exports.call_allocate(store, view),
+            AllocatorExports::Incremental(exports, _) => exports.call_allocate(store, view),
+        })
+    }
+
+    /// Whether this instance is sent deltas (its component exports `allocate-delta`).
+    pub fn incremental(&self) -> bool {
+        matches!(self.live.exports, AllocatorExports::Incremental(..))
     }
 
     /// The version this instance runs.

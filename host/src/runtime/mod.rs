@@ -13,6 +13,7 @@
 
 pub mod bindings;
 mod cache;
+mod delta;
 mod engine;
 mod instance;
 mod limits;
@@ -176,6 +177,9 @@ pub enum CallError {
     /// A fresh instance could not be created (or its `init` failed) after an earlier failure.
     #[error("the plugin could not be re-instantiated: {0}")]
     Instantiate(String),
+    /// The plugin answered against the rules of its world.
+    #[error("the plugin broke its world's rules: {0}")]
+    Protocol(&'static str),
 }
 
 impl CallError {
@@ -186,6 +190,7 @@ impl CallError {
             CallError::Memory { .. } => "memory",
             CallError::Trap(_) => "trap",
             CallError::Instantiate(_) => "instantiate",
+            CallError::Protocol(_) => "protocol",
         }
     }
 }

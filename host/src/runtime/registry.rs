@@ -14,19 +14,21 @@ use serde::Serialize;
 
 use super::bindings::allocator::AllocatorPre;
 use super::bindings::framework::FrameworkPre;
+use super::bindings::incremental_allocator::IncrementalAllocatorPre;
 use super::bindings::{ClusterView, Grant};
 use super::engine::{Compiled, Runtime};
 use super::instance::AllocatorInstance;
 use super::limits::PluginLimits;
 use super::state::{PluginState, unix_ms};
 use super::stats::{Stats, StatsSnapshot};
-use super::{CallError, LoadError, PluginKind, article, valid_name};
+use super::{CallError, LoadError, PluginKind, article, valid_name, validate};
 
 /// Versions kept per plugin, the active one included.
 pub const KEEP_VERSIONS: usize = 8;
 
 pub(crate) enum Pre {
     Allocator(AllocatorPre<PluginState>),
+    IncrementalAllocator(IncrementalAllocatorPre<PluginState>),
     Framework(FrameworkPre<PluginState>),
 }
 
@@ -309,6 +311,11 @@ impl Registry {
             .map_err(|e| LoadError::Imports { kind: new.kind, detail: format!("{e:#}") })?;
         let types = |e: wasmtime::Error| LoadError::ExportTypes { kind: new.kind, detail: format!("{e:#}") };
         let pre = match new.kind {
+            PluginKind::Allocator
+                if validate::exports_function(self.runtime.engine(), &component, "allocate-delta") =>
+            {
+                Pre::IncrementalAllocator(IncrementalAllocatorPre::new(linked).map_err(types)?)
+            }
             PluginKind::Allocator => Pre::Allocator(AllocatorPre::new(linked).map_err(types)?),
             PluginKind::Framework => Pre::Framework(FrameworkPre::new(linked).map_err(types)?),
         };

@@ -25,6 +25,14 @@ pub(crate) fn header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
+/// Whether the component exports a function named `name` (an optional export such as `allocate-delta`).
+pub(crate) fn exports_function(engine: &Engine, component: &Component, name: &str) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(exported, item)| exported == name && matches!(item.ty, ComponentItem::ComponentFunc(_)))
+}
+
 /// Checks that the component exports every function of `kind`'s world (types are checked when the
 /// typed bindings are created from the `InstancePre`).
 pub(crate) fn exports(engine: &Engine, component: &Component, kind: PluginKind) -> Result<(), LoadError> {

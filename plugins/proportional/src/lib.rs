@@ -26,8 +26,8 @@ mod component {
             Ok(Proportional { config: Config::parse(config)? })
         }
 
-        fn allocate(&mut self, view: ClusterView) -> Vec<Grant> {
-            policy::allocate(&view, &self.config)
+        fn allocate(&mut self, view: &ClusterView) -> Vec<Grant> {
+            policy::allocate(view, &self.config)
         }
     }
 

@@ -2,14 +2,17 @@
 //! component `berth` embeds, measured side by side in one run.
 //!
 //! Native and wasm calls alternate so that both see the same machine noise; the figures are medians. The
-//! wasm figure is the whole call as the master makes it: lowering the view into the guest, the policy, and
-//! lifting the grants back.
+//! wasm figure is the whole call as the master makes it: the delta from the view the instance holds
+//! (computed by the host), lowering it into the guest, applying it there, the policy, and lifting the grants
+//! back. Successive cycles alternate between a view and the same view after its grants (nodes granted on
+//! have less available, frameworks granted to hold more), so each delta carries what a real cycle changes.
+//! The whole-view call (`allocate`, what the master made before views were incremental) is measured too.
 
 use std::time::{Duration, Instant};
 
 use berth_host::bundled;
 use berth_host::runtime::bindings as abi;
-use berth_host::runtime::{NewVersion, PluginKind, PluginLimits, Registry, Runtime};
+use berth_host::runtime::{AllocatorInstance, NewVersion, PluginKind, PluginLimits, Registry, Runtime};
 use berth_plugin_proportional::policy;
 use berth_plugin_sdk as sdk;
 
@@ -33,6 +36,10 @@ pub struct Cycle {
     pub grants: usize,
     pub native: Duration,
     pub wasm: Duration,
+    /// The wasm call with the whole view lowered every time.
+    pub wasm_whole: Duration,
+    /// Nodes in each delta (the nodes granted on), median.
+    pub delta_nodes: usize,
 }
 
 impl Cycle {
@@ -166,27 +173,60 @@ pub fn proportional(number: Option<u32>) -> NewVersion<'static> {
     }
 }
 
+/// `view` after `grants`: what the granted nodes have left and what the granted frameworks hold, as the
+/// master's next view shows them while the offers are out.
+pub fn after(view: &sdk::ClusterView, grants: &[sdk::Grant]) -> sdk::ClusterView {
+    let mut next = view.clone();
+    for grant in grants {
+        let node = next.nodes.iter_mut().find(|n| n.id == grant.node).expect("a granted node");
+        node.available.remove(&grant.resources);
+        let framework = next.frameworks.iter_mut().find(|f| f.id == grant.framework).expect("a framework");
+        framework.allocated.add(&grant.resources);
+    }
+    next
+}
+
 /// Measures one point of the matrix.
 pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
-    let native_view = cluster(setup.nodes, setup.frameworks);
-    let wasm_view = to_abi(&native_view);
     let config = policy::Config::default();
+    let first = cluster(setup.nodes, setup.frameworks);
+    let native_grants = policy::allocate(&first, &config);
+    let second = after(&first, &native_grants);
+    let native_views = [first, second];
+    let wasm_views = [to_abi(&native_views[0]), to_abi(&native_views[1])];
     let plugin = registry.get("proportional").expect("the allocator is loaded");
+    let mut whole = AllocatorInstance::create(&plugin.active()).expect("an allocator instance");
 
-    // The two must agree before their speed is worth comparing.
-    let native_grants = policy::allocate(&native_view, &config);
-    let (_, wasm_grants) = plugin.allocate(&wasm_view).expect("wasm allocate");
-    assert_eq!(native_grants.len(), wasm_grants.len(), "native and wasm disagree");
-    let demand = native_view.frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
+    // The two must agree before their speed is worth comparing, on both views and both paths.
+    for (native_view, wasm_view) in native_views.iter().zip(&wasm_views) {
+        let native = policy::allocate(native_view, &config).len();
+        let (_, incremental) = plugin.allocate(wasm_view).expect("wasm allocate");
+        let whole = whole.allocate_whole(wasm_view).expect("wasm allocate, whole view");
+        assert_eq!((native, native), (incremental.len(), whole.len()), "native and wasm disagree");
+    }
+    let demand = native_views[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
+    let granted: std::collections::BTreeSet<u32> = native_grants.iter().map(|g| g.node).collect();
 
-    let (mut native, mut wasm) = (Vec::new(), Vec::new());
-    for _ in 0..setup.rounds {
+    let (mut native, mut wasm, mut wasm_whole) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..setup.rounds as usize {
+        let (native_view, wasm_view) = (&native_views[round % 2], &wasm_views[round % 2]);
         let started = Instant::now();
-        std::hint::black_box(policy::allocate(&native_view, &config));
+        std::hint::black_box(policy::allocate(native_view, &config));
         native.push(started.elapsed());
         let started = Instant::now();
-        std::hint::black_box(plugin.allocate(&wasm_view).expect("wasm allocate"));
+        std::hint::black_box(plugin.allocate(wasm_view).expect("wasm allocate"));
         wasm.push(started.elapsed());
+        let started = Instant::now();
+        std::hint::black_box(whole.allocate_whole(wasm_view).expect("wasm allocate, whole view"));
+        wasm_whole.push(started.elapsed());
     }
-    Cycle { setup, demand, grants: native_grants.len(), native: median(&mut native), wasm: median(&mut wasm) }
+    Cycle {
+        setup,
+        demand,
+        grants: native_grants.len(),
+        native: median(&mut native),
+        wasm: median(&mut wasm),
+        wasm_whole: median(&mut wasm_whole),
+        delta_nodes: granted.len(),
+    }
 }

@@ -10,7 +10,7 @@ impl Allocator for Plugin {
         Ok(Plugin)
     }
 
-    fn allocate(&mut self, view: ClusterView) -> Vec<Grant> {
+    fn allocate(&mut self, view: &ClusterView) -> Vec<Grant> {
         let mut free: Vec<Resources> = view.nodes.iter().map(|n| n.available.clone()).collect();
         let mut grants: Vec<Grant> = Vec::new();
         for framework in view.frameworks.iter().filter(|f| !f.suppressed) {

@@ -9,7 +9,7 @@ impl Allocator for Hog {
         Ok(Hog)
     }
 
-    fn allocate(&mut self, _view: ClusterView) -> Vec<Grant> {
+    fn allocate(&mut self, _view: &ClusterView) -> Vec<Grant> {
         let mut chunks = Vec::new();
         loop {
             let mut chunk = vec![1u8; 16 << 20];

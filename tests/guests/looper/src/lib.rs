@@ -20,7 +20,7 @@ impl Allocator for Looper {
         Ok(Looper)
     }
 
-    fn allocate(&mut self, _view: ClusterView) -> Vec<Grant> {
+    fn allocate(&mut self, _view: &ClusterView) -> Vec<Grant> {
         spin()
     }
 }

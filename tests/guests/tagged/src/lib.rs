@@ -14,7 +14,7 @@ impl Allocator for Tagged {
         Ok(Tagged { tag })
     }
 
-    fn allocate(&mut self, view: ClusterView) -> Vec<Grant> {
+    fn allocate(&mut self, view: &ClusterView) -> Vec<Grant> {
         view.nodes
             .iter()
             .map(|n| Grant { framework: 0, node: n.id, resources: Resources::new(self.tag, 0) })

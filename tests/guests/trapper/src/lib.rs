@@ -10,7 +10,7 @@ impl Allocator for Trapper {
         Ok(Trapper)
     }
 
-    fn allocate(&mut self, view: ClusterView) -> Vec<Grant> {
+    fn allocate(&mut self, view: &ClusterView) -> Vec<Grant> {
         if view.nodes.iter().any(|n| n.hostname == "trap") {
             panic!("asked to trap");
         }
