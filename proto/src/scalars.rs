@@ -18,11 +18,13 @@ impl Scalars {
     pub const ZERO: Scalars = Scalars { milli_cpus: 0, mem_mib: 0, disk_mib: 0, gpus: 0 };
 
     /// Whether every quantity is zero.
+    #[inline]
     pub fn is_zero(&self) -> bool {
         *self == Self::ZERO
     }
 
     /// Whether `self` fits in `other`, quantity by quantity.
+    #[inline]
     pub fn fits_in(&self, other: &Scalars) -> bool {
         self.milli_cpus <= other.milli_cpus
             && self.mem_mib <= other.mem_mib
@@ -32,6 +34,7 @@ impl Scalars {
 
     /// The sum, saturating at the integer limits.
     #[must_use]
+    #[inline]
     pub fn plus(&self, other: &Scalars) -> Scalars {
         Scalars {
             milli_cpus: self.milli_cpus.saturating_add(other.milli_cpus),
@@ -43,6 +46,7 @@ impl Scalars {
 
     /// The difference, each quantity floored at zero.
     #[must_use]
+    #[inline]
     pub fn minus(&self, other: &Scalars) -> Scalars {
         Scalars {
             milli_cpus: self.milli_cpus.saturating_sub(other.milli_cpus),
@@ -54,6 +58,7 @@ impl Scalars {
 
     /// `self` times `n`, saturating.
     #[must_use]
+    #[inline]
     pub fn times(&self, n: u64) -> Scalars {
         Scalars {
             milli_cpus: self.milli_cpus.saturating_mul(n),
@@ -65,6 +70,7 @@ impl Scalars {
 
     /// The dominant share of `self` in `total`: the largest fraction `self` holds of any resource that
     /// `total` has (resources the cluster lacks entirely are ignored).
+    #[inline]
     pub fn dominant_share(&self, total: &Scalars) -> f64 {
         fn share(used: u64, total: u64) -> f64 {
             if total == 0 { 0.0 } else { used as f64 / total as f64 }
@@ -78,6 +84,7 @@ impl Scalars {
     /// Whether `self` holds at least one of the quantities in `minimum` that is non-zero (Mesos's
     /// `--min_allocatable_resources` rule: an offer is worth making if any one resource is worth it).
     /// A zero `minimum` accepts anything non-empty.
+    #[inline]
     pub fn meets_minimum(&self, minimum: &Scalars) -> bool {
         if minimum.is_zero() {
             return !self.is_zero();
@@ -93,6 +100,7 @@ impl Scalars {
 mod tests {
     use super::*;
 
+    #[inline]
     fn s(milli_cpus: u64, mem_mib: u64) -> Scalars {
         Scalars { milli_cpus, mem_mib, ..Scalars::ZERO }
     }

@@ -18,9 +18,13 @@
 //! and the configuration alone.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+use std::collections::hash_map::Entry;
 
-use berth_plugin_sdk::{ClusterView, FrameworkId, Grant, NodeId, Resources, Scalars, TaskShape};
+use berth_plugin_sdk::{
+    ClusterView, FrameworkId, Grant, Node, NodeId, PortRange, Resources, Scalars, TaskShape, ports,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 
 /// The allocator's configuration, given as JSON when the plugin is loaded. All fields are optional.
@@ -95,16 +99,20 @@ impl Eq for Queued {}
 /// One allocation cycle. See the module documentation for the rules.
 pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
     let minimum = config.minimum();
-    let total = view.nodes.iter().fold(Scalars::ZERO, |sum, n| sum.plus(&n.total.scalars()));
-    let mut free: Vec<Resources> = view.nodes.iter().map(|n| n.available.clone()).collect();
-    let node_position: HashMap<NodeId, usize> =
-        view.nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
-    let filtered: HashSet<(FrameworkId, usize)> = view
-        .filters
-        .iter()
-        .filter(|f| f.expires_ms > view.now_ms)
-        .filter_map(|f| node_position.get(&f.node).map(|&i| (f.framework, i)))
-        .collect();
+    let nodes = &view.nodes;
+    let total = nodes.iter().fold(Scalars::ZERO, |sum, n| sum.plus(&n.total.scalars()));
+    let mut free = Free::new(nodes);
+    let filtered: FxHashSet<(FrameworkId, usize)> = if view.filters.iter().any(|f| f.expires_ms > view.now_ms)
+    {
+        let position: FxHashMap<NodeId, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        view.filters
+            .iter()
+            .filter(|f| f.expires_ms > view.now_ms)
+            .filter_map(|f| position.get(&f.node).map(|&i| (f.framework, i)))
+            .collect()
+    } else {
+        FxHashSet::default()
+    };
     let is_filtered = |framework: FrameworkId, node: usize| -> bool {
         !filtered.is_empty() && filtered.contains(&(framework, node))
     };
@@ -114,11 +122,10 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
         let f = &frameworks[i];
         !f.suppressed && f.weight.is_finite() && f.weight > 0.0
     };
-    let framework_index: HashMap<FrameworkId, usize> =
-        frameworks.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
     let mut allocated: Vec<Scalars> = frameworks.iter().map(|f| f.allocated.scalars()).collect();
     let share = |allocated: &Scalars, i: usize| allocated.dominant_share(&total) / frameworks[i].weight;
-    let mut grants: BTreeMap<(FrameworkId, NodeId), Resources> = BTreeMap::new();
+    // Grants by (framework index, node position), merged per pair; sorted by ids at the end.
+    let mut grants = Grants::default();
 
     // Phase 1: progressive filling from stated demand.
     let mut wants: Vec<Vec<TaskShape>> =
@@ -129,16 +136,15 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
         .collect();
     // Resources only shrink during a cycle, so a node that cannot fit a shape now never will: each shape
     // keeps a cursor before which no node fits it, and the search resumes there.
-    let mut cursors: HashMap<(Scalars, u32), usize> = HashMap::new();
+    let mut cursors: FxHashMap<(Scalars, u32), usize> = FxHashMap::default();
     while let Some(Queued { id, index, .. }) = queue.pop() {
         let Some(shape) = wants[index].last_mut() else { continue };
         let cursor = cursors.entry((shape.scalars(), shape.ports)).or_insert(0);
-        match first_fit(&free, shape, cursor, |node| is_filtered(id, node)) {
+        match free.first_fit(shape, cursor, |node| is_filtered(id, node)) {
             Some(node) => {
-                let taken =
-                    free[node].take_shape(shape).expect("first_fit returned a node where the shape fits");
+                let taken = free.take(node, shape);
                 allocated[index] = allocated[index].plus(&taken.scalars());
-                grants.entry((id, view.nodes[node].id)).or_default().add(&taken);
+                grants.add(index, node, &taken);
                 shape.count -= 1;
                 if shape.count == 0 {
                     wants[index].pop();
@@ -152,26 +158,25 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
             queue.push(Queued { share: share(&allocated[index], index), id, index });
         }
     }
-    grants.retain(|&(framework, node), resources| {
+    grants.list.retain(|(index, node, resources)| {
         let keep = resources.scalars().meets_minimum(&minimum);
         if !keep {
-            let position = node_position[&node];
-            free[position].add(resources);
-            let index = framework_index[&framework];
-            allocated[index] = allocated[index].minus(&resources.scalars());
+            free.give_back(*node, resources);
+            allocated[*index] = allocated[*index].minus(&resources.scalars());
         }
         keep
     });
 
-    // Phase 2: leftovers, whole nodes, to frameworks that stated no demand.
+    // Phase 2: leftovers, whole nodes, to frameworks that stated no demand. They made no grant in phase 1
+    // and each node goes to one of them at most, so these grants never merge with another.
     let mut idle: BinaryHeap<Queued> = (0..frameworks.len())
         .filter(|&i| eligible(i) && frameworks[i].demand.iter().all(|s| s.count == 0))
         .map(|i| Queued { share: share(&allocated[i], i), id: frameworks[i].id, index: i })
         .collect();
     if !idle.is_empty() {
         let mut skipped = Vec::new();
-        for (position, node) in view.nodes.iter().enumerate() {
-            if !free[position].scalars().meets_minimum(&minimum) {
+        for position in 0..nodes.len() {
+            if !free.scalars(position).meets_minimum(&minimum) {
                 continue;
             }
             while let Some(candidate) = idle.pop() {
@@ -179,10 +184,10 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
                     skipped.push(candidate);
                     continue;
                 }
-                let rest = std::mem::take(&mut free[position]);
+                let rest = free.take_all(position);
                 let index = candidate.index;
                 allocated[index] = allocated[index].plus(&rest.scalars());
-                grants.entry((candidate.id, node.id)).or_default().add(&rest);
+                grants.list.push((index, position, rest));
                 idle.push(Queued { share: share(&allocated[index], index), ..candidate });
                 break;
             }
@@ -190,33 +195,138 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
         }
     }
 
-    grants.into_iter().map(|((framework, node), resources)| Grant { framework, node, resources }).collect()
+    // In id order: sort small keys, then move each grant once.
+    let mut order: Vec<(FrameworkId, NodeId, u32)> = grants
+        .list
+        .iter()
+        .enumerate()
+        .map(|(i, (index, node, _))| (frameworks[*index].id, nodes[*node].id, i as u32))
+        .collect();
+    order.sort_unstable();
+    let mut list: Vec<Option<Resources>> = grants.list.into_iter().map(|(_, _, r)| Some(r)).collect();
+    order
+        .into_iter()
+        .map(|(framework, node, i)| Grant {
+            framework,
+            node,
+            resources: list[i as usize].take().expect("each grant is moved once"),
+        })
+        .collect()
 }
 
-/// The first node at or after `cursor` where one task of `shape` fits and which is not `filtered`.
-/// Moves `cursor` past the nodes that cannot fit the shape, stopping at the first one that fits but
-/// was skipped because of a filter (it may still suit another framework).
-fn first_fit(
-    free: &[Resources],
-    shape: &TaskShape,
-    cursor: &mut usize,
-    filtered: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    let mut advancing = true;
-    for (i, resources) in free.iter().enumerate().skip(*cursor) {
-        if resources.fits(shape) {
-            if !filtered(i) {
-                if advancing {
-                    *cursor = i;
-                }
-                return Some(i);
-            }
-            advancing = false;
-        } else if advancing {
-            *cursor = i + 1;
+/// What the nodes have left during a cycle. The first-fit scan reads only the dense `scalars` and
+/// `port_counts`; a node's port ranges are copied from the view only when a task takes ports from it.
+struct Free<'a> {
+    nodes: &'a [Node],
+    scalars: Vec<Scalars>,
+    port_counts: Vec<u64>,
+    ports: Vec<Option<Vec<PortRange>>>,
+}
+
+impl<'a> Free<'a> {
+    fn new(nodes: &'a [Node]) -> Self {
+        Free {
+            nodes,
+            scalars: nodes.iter().map(|n| n.available.scalars()).collect(),
+            port_counts: nodes.iter().map(|n| n.available.port_count()).collect(),
+            ports: vec![None; nodes.len()],
         }
     }
-    None
+
+    fn scalars(&self, node: usize) -> Scalars {
+        self.scalars[node]
+    }
+
+    fn fits(&self, node: usize, shape: &TaskShape) -> bool {
+        shape.scalars().fits_in(&self.scalars[node]) && self.port_counts[node] >= u64::from(shape.ports)
+    }
+
+    fn ports_mut(&mut self, node: usize) -> &mut Vec<PortRange> {
+        let nodes = self.nodes;
+        self.ports[node].get_or_insert_with(|| nodes[node].available.ports.clone())
+    }
+
+    /// Takes one task of `shape` (the lowest free ports when it needs ports); the caller checked it fits.
+    fn take(&mut self, node: usize, shape: &TaskShape) -> Resources {
+        let mut taken = Resources::default();
+        if shape.ports > 0 {
+            taken.ports = ports::take(self.ports_mut(node), shape.ports).expect("checked by fits");
+            self.port_counts[node] -= u64::from(shape.ports);
+        }
+        let scalars = shape.scalars();
+        self.scalars[node] = self.scalars[node].minus(&scalars);
+        (taken.milli_cpus, taken.mem_mib, taken.disk_mib, taken.gpus) =
+            (scalars.milli_cpus, scalars.mem_mib, scalars.disk_mib, scalars.gpus);
+        taken
+    }
+
+    /// Takes everything the node has left.
+    fn take_all(&mut self, node: usize) -> Resources {
+        let scalars = std::mem::take(&mut self.scalars[node]);
+        self.port_counts[node] = 0;
+        let ports = std::mem::take(self.ports_mut(node));
+        Resources {
+            milli_cpus: scalars.milli_cpus,
+            mem_mib: scalars.mem_mib,
+            disk_mib: scalars.disk_mib,
+            gpus: scalars.gpus,
+            ports,
+        }
+    }
+
+    fn give_back(&mut self, node: usize, resources: &Resources) {
+        self.scalars[node] = self.scalars[node].plus(&resources.scalars());
+        if !resources.ports.is_empty() {
+            let ports = self.ports_mut(node);
+            ports::add(ports, &resources.ports);
+            self.port_counts[node] = ports::count(ports);
+        }
+    }
+
+    /// The first node at or after `cursor` where one task of `shape` fits and which is not `filtered`.
+    /// Moves `cursor` past the nodes that cannot fit the shape, stopping at the first one that fits but
+    /// was skipped because of a filter (it may still suit another framework).
+    fn first_fit(
+        &self,
+        shape: &TaskShape,
+        cursor: &mut usize,
+        filtered: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let mut advancing = true;
+        for i in *cursor..self.scalars.len() {
+            if self.fits(i, shape) {
+                if !filtered(i) {
+                    if advancing {
+                        *cursor = i;
+                    }
+                    return Some(i);
+                }
+                advancing = false;
+            } else if advancing {
+                *cursor = i + 1;
+            }
+        }
+        None
+    }
+}
+
+/// Grants made so far, one per (framework index, node position), in the order first made.
+#[derive(Default)]
+struct Grants {
+    list: Vec<(usize, usize, Resources)>,
+    index: FxHashMap<(usize, usize), usize>,
+}
+
+impl Grants {
+    fn add(&mut self, framework: usize, node: usize, resources: &Resources) {
+        match self.index.entry((framework, node)) {
+            Entry::Occupied(at) => self.list[*at.get()].2.add(resources),
+            Entry::Vacant(slot) => {
+                slot.insert(self.list.len());
+                self.list.push((framework, node, resources.clone()));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +334,9 @@ mod tests {
     //! The policy's rules on small views, natively. The headline properties (DRF paper example, weighted
     //! single resource) are also tested through the wasm component in `tests/`.
 
-    use berth_plugin_sdk::{DeclineFilter, FrameworkInfo, Node, PortRange};
+    use std::collections::BTreeMap;
+
+    use berth_plugin_sdk::{DeclineFilter, FrameworkInfo, PortRange};
 
     use super::*;
 
