@@ -221,7 +221,7 @@ fn docker_rows() -> Vec<Row> {
     eprintln!("== docker: submit → RUNNING vs raw create+start");
     let mut bench = docker::Bench::start();
     let mut rows = Vec::new();
-    for (n, rounds) in [(1, 5), (50, 3)] {
+    for (n, rounds) in [(1, 15), (50, 3)] {
         let l: Launches = bench.run(n, rounds);
         eprintln!("{l:?}");
         rows.push(row(
