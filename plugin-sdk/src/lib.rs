@@ -186,6 +186,29 @@ pub trait Framework: Sized {
     }
 }
 
+impl ContainerSpec {
+    /// A container of `image` with the image's own command and entrypoint, no environment, labels, port
+    /// mappings or volumes, on the bridge network, not privileged. Set the rest with struct update syntax:
+    /// `ContainerSpec { command: Some("my-app".into()), ..ContainerSpec::new("my-app:latest") }`.
+    pub fn new(image: impl Into<String>) -> Self {
+        ContainerSpec {
+            image: image.into(),
+            force_pull: false,
+            command: None,
+            args: Vec::new(),
+            entrypoint: None,
+            env: Vec::new(),
+            labels: Vec::new(),
+            port_mappings: Vec::new(),
+            network: Network::Bridge,
+            volumes: Vec::new(),
+            working_dir: None,
+            user: None,
+            privileged: false,
+        }
+    }
+}
+
 impl HttpResponse {
     /// A response with a `text/plain` body.
     pub fn text(status: u16, body: &str) -> Self {

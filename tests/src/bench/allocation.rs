@@ -8,6 +8,7 @@
 //! have less available, frameworks granted to hold more), so each delta carries what a real cycle changes.
 //! The whole-view call (`allocate`, what the master made before views were incremental) is measured too.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use berth_host::bundled;
@@ -177,11 +178,12 @@ pub fn proportional(number: Option<u32>) -> NewVersion<'static> {
 /// master's next view shows them while the offers are out.
 pub fn after(view: &sdk::ClusterView, grants: &[sdk::Grant]) -> sdk::ClusterView {
     let mut next = view.clone();
+    let nodes: HashMap<u32, usize> = next.nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+    let frameworks: HashMap<u32, usize> =
+        next.frameworks.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
     for grant in grants {
-        let node = next.nodes.iter_mut().find(|n| n.id == grant.node).expect("a granted node");
-        node.available.remove(&grant.resources);
-        let framework = next.frameworks.iter_mut().find(|f| f.id == grant.framework).expect("a framework");
-        framework.allocated.add(&grant.resources);
+        next.nodes[nodes[&grant.node]].available.remove(&grant.resources);
+        next.frameworks[frameworks[&grant.framework]].allocated.add(&grant.resources);
     }
     next
 }
@@ -205,7 +207,7 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
         assert_eq!((native, native), (incremental.len(), whole.len()), "native and wasm disagree");
     }
     let demand = native_views[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
-    let granted: std::collections::BTreeSet<u32> = native_grants.iter().map(|g| g.node).collect();
+    let granted: BTreeSet<u32> = native_grants.iter().map(|g| g.node).collect();
 
     let (mut native, mut wasm, mut wasm_whole) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..setup.rounds as usize {

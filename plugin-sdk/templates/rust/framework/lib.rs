@@ -5,7 +5,7 @@
 //! "milli_cpus": 100, "mem_mib": 32}
 
 use berth_plugin_sdk::{
-    Action, ContainerSpec, Decision, Decline, Framework, Launch, Network, Offer, Resources, TaskShape, TaskSpec,
+    Action, ContainerSpec, Decision, Decline, Framework, Launch, Offer, Resources, TaskShape, TaskSpec,
     TaskState, TaskStatus, export_framework, log, now_ms, store,
 };
 
@@ -82,21 +82,7 @@ impl Framework for Plugin {
                     id,
                     name: "{{name}}".into(),
                     resources: Resources::new(c.milli_cpus, c.mem_mib),
-                    container: ContainerSpec {
-                        image: c.image.clone(),
-                        force_pull: false,
-                        command: Some(c.command.clone()),
-                        args: vec![],
-                        entrypoint: None,
-                        env: vec![],
-                        labels: vec![],
-                        port_mappings: vec![],
-                        network: Network::Bridge,
-                        volumes: vec![],
-                        working_dir: None,
-                        user: None,
-                        privileged: false,
-                    },
+                    container: ContainerSpec { command: Some(c.command.clone()), ..ContainerSpec::new(c.image.clone()) },
                     health_checks: vec![],
                     kill_grace_period_ms: 3000,
                 });

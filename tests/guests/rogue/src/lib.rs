@@ -3,7 +3,7 @@
 //! (names an offer id it never got). `GET /statuses` returns the status updates it received.
 
 use berth_plugin_sdk::{
-    Action, ApiReply, ContainerSpec, Decision, Framework, HttpRequest, HttpResponse, Launch, Network, Offer,
+    Action, ApiReply, ContainerSpec, Decision, Framework, HttpRequest, HttpResponse, Launch, Offer,
     Resources, TaskShape, TaskSpec, TaskStatus, export_framework, store,
 };
 
@@ -18,21 +18,7 @@ fn task(id: &str, resources: Resources) -> TaskSpec {
         id: id.into(),
         name: "rogue".into(),
         resources,
-        container: ContainerSpec {
-            image: "busybox:latest".into(),
-            force_pull: false,
-            command: Some("true".into()),
-            args: vec![],
-            entrypoint: None,
-            env: vec![],
-            labels: vec![],
-            port_mappings: vec![],
-            network: Network::Bridge,
-            volumes: vec![],
-            working_dir: None,
-            user: None,
-            privileged: false,
-        },
+        container: ContainerSpec { command: Some("true".into()), ..ContainerSpec::new("busybox:latest") },
         health_checks: vec![],
         kill_grace_period_ms: 1000,
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use berth_plugin_sdk::{
     Action, ApiReply, ContainerSpec, Decision, Decline, Framework, HttpRequest, HttpResponse, KeyValue,
-    Launch, Network, Offer, Resources, TaskShape, TaskSpec, TaskState, TaskStatus, export_framework, store,
+    Launch, Offer, Resources, TaskShape, TaskSpec, TaskState, TaskStatus, export_framework, store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -83,24 +83,14 @@ impl Workers {
             name: "worker".into(),
             resources: Resources::new(milli_cpus, mem_mib),
             container: ContainerSpec {
-                image: self.config.image.clone().unwrap_or_else(|| "busybox:latest".into()),
-                force_pull: false,
                 command: Some("sleep 3600".into()),
-                args: vec![],
-                entrypoint: None,
-                env: vec![],
                 labels: self
                     .config
                     .labels
                     .iter()
                     .map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() })
                     .collect(),
-                port_mappings: vec![],
-                network: Network::Bridge,
-                volumes: vec![],
-                working_dir: None,
-                user: None,
-                privileged: false,
+                ..ContainerSpec::new(self.config.image.clone().unwrap_or_else(|| "busybox:latest".into()))
             },
             health_checks: vec![],
             kill_grace_period_ms: 1_000,
