@@ -350,6 +350,10 @@ impl Master {
                 self.housekeeping(now);
             }
             if self.cycle_due(now) {
+                // What the commands wrote is handed to the writer first, so their replies and the agents'
+                // acknowledgements leave while the cycle runs rather than after it: an API call waits for
+                // its own commit, not for the next allocation.
+                self.flush();
                 self.cycle();
             }
             self.deliver_statuses();
