@@ -374,7 +374,7 @@ impl Master {
                 Action::Reconcile(task_ids) => self.reconcile_framework(id, task_ids),
                 Action::Publish(event) => {
                     if let Some(f) = self.frameworks.get(&id) {
-                        let _ = self.events.send(Event::Framework { framework: f.name.clone(), event });
+                        self.publish(|| Event::Framework { framework: f.name.clone(), event });
                     }
                 }
             }

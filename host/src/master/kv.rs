@@ -19,8 +19,8 @@ pub struct FrameworkKv {
 struct Inner {
     data: BTreeMap<String, Vec<u8>>,
     bytes: u64,
-    /// Writes not yet handed to the store.
-    journal: Vec<(String, Option<Vec<u8>>)>,
+    /// Keys written and not yet handed to the store (their values are read from `data` then).
+    journal: Vec<String>,
     /// Previous values of the keys written by the call in progress, to undo it.
     undo: Vec<(String, Option<Vec<u8>>)>,
 }
@@ -65,11 +65,20 @@ impl FrameworkKv {
         }
     }
 
-    /// Takes the writes made since the last call to this, for the store.
+    /// Takes the writes made since the last call to this, for the store: each key written once, with
+    /// its value now (`None`: deleted).
     pub fn take_journal(&self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut inner = self.lock();
         inner.undo.clear();
-        std::mem::take(&mut inner.journal)
+        let mut keys = std::mem::take(&mut inner.journal);
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| {
+                let value = inner.data.get(&key).cloned();
+                (key, value)
+            })
+            .collect()
     }
 
     /// Bytes used (keys plus values).
@@ -101,9 +110,12 @@ impl KvBackend for FrameworkKv {
             return Err(KvRefusal::QuotaExceeded(self.quota));
         }
         inner.bytes = new_bytes;
-        let previous = inner.data.insert(key.to_string(), value.clone());
+        let previous = match inner.data.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => inner.data.insert(key.to_string(), value),
+        };
         inner.undo.push((key.to_string(), previous));
-        inner.journal.push((key.to_string(), Some(value)));
+        inner.journal.push(key.to_string());
         Ok(())
     }
 
@@ -112,7 +124,7 @@ impl KvBackend for FrameworkKv {
         if let Some(previous) = inner.data.remove(key) {
             inner.bytes -= size(key, &previous);
             inner.undo.push((key.to_string(), Some(previous)));
-            inner.journal.push((key.to_string(), None));
+            inner.journal.push(key.to_string());
         }
     }
 
@@ -149,9 +161,15 @@ mod tests {
         kv.put("app/y", b"1".to_vec()).unwrap();
         kv.delete("a");
         assert_eq!(kv.keys("app/"), vec!["app/x".to_string(), "app/y".to_string()]);
+        kv.put("app/x", b"2".to_vec()).unwrap();
         let journal = kv.take_journal();
-        assert_eq!(journal.len(), 3);
-        assert_eq!(journal[2], ("a".to_string(), None));
+        let expected: Vec<(String, Option<Vec<u8>>)> = vec![
+            ("a".into(), None),
+            ("app/x".into(), Some(b"2".to_vec())),
+            ("app/y".into(), Some(b"1".to_vec())),
+        ];
+        assert_eq!(journal, expected, "each key once, with its last value");
+        assert!(kv.take_journal().is_empty());
     }
 
     #[test]

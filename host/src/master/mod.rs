@@ -21,7 +21,7 @@ mod plugins;
 mod query;
 mod state;
 mod tasks;
-mod validate;
+pub(crate) mod validate;
 mod writer;
 
 use std::path::PathBuf;

@@ -98,7 +98,8 @@ pub struct Framework {
 
 /// A task the master knows.
 pub struct Task {
-    pub spec: TaskSpec,
+    /// Shared with the store write that records it.
+    pub spec: Arc<TaskSpec>,
     pub node: u32,
     pub agent_id: String,
     pub status: TaskStatus,

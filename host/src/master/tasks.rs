@@ -1,5 +1,6 @@
 //! Tasks: launching, applying status updates, killing, and forgetting finished ones.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use berth_proto::v1 as pb;
@@ -48,7 +49,7 @@ impl Master {
         self.tasks.insert(
             key,
             Task {
-                spec: record.spec,
+                spec: Arc::new(record.spec),
                 node,
                 agent_id: record.agent_id,
                 status,
@@ -99,22 +100,19 @@ impl Master {
         status.node = Some(node);
         status.hostname = Some(self.nodes[&node].hostname.clone());
         status.ports = spec.resources.ports.clone();
-        self.batch.put_task(
-            &name,
-            &spec.id,
-            &TaskRecord { spec: spec.clone(), agent_id: agent_id.clone(), launched_at_ms: now_ms },
-        );
+        let spec = Arc::new(spec);
+        self.batch.put_task(&name, &spec.id, spec.clone(), &agent_id, now_ms);
         self.batch.put_status(
             &name,
             &spec.id,
-            &StatusRecord { status: status.clone(), delivered: true, update_uuid: String::new() },
+            StatusRecord { status: status.clone(), delivered: true, update_uuid: String::new() },
         );
         self.take_resources(&key, node, &spec);
         let message = ToAgent::Launch(pb::LaunchTask {
             framework: name.clone(),
             task: Some(convert::task_spec(&spec)),
         });
-        let _ = self.events.send(Event::Status {
+        self.publish(|| Event::Status {
             framework: name,
             agent_id: agent_id.clone(),
             status: status.clone(),
@@ -200,12 +198,19 @@ impl Master {
         self.batch.put_status(
             &framework.name,
             &key.1,
-            &StatusRecord { status: status.clone(), delivered: false, update_uuid: task.update_uuid.clone() },
+            StatusRecord { status: status.clone(), delivered: false, update_uuid: task.update_uuid.clone() },
         );
+        let event = (self.events.receiver_count() > 0).then(|| Event::Status {
+            framework: framework.name.clone(),
+            agent_id,
+            status: status.clone(),
+        });
         if !framework.removing {
-            framework.pending.push(status.clone());
+            framework.pending.push(status);
         }
-        let _ = self.events.send(Event::Status { framework: framework.name.clone(), agent_id, status });
+        if let Some(event) = event {
+            let _ = self.events.send(event);
+        }
     }
 
     /// Marks the framework's latest statuses of these tasks as delivered.
@@ -220,7 +225,7 @@ impl Master {
                 self.batch.put_status(
                     &name,
                     &key.1,
-                    &StatusRecord {
+                    StatusRecord {
                         status: task.status.clone(),
                         delivered: true,
                         update_uuid: task.update_uuid.clone(),

@@ -175,11 +175,12 @@ fn check_container(task: &TaskSpec, node: &NodePolicy) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::runtime::bindings::{ContainerSpec, PortMapping, Protocol};
 
-    fn task(id: &str, milli_cpus: u64, ports: Vec<PortRange>) -> TaskSpec {
+    /// A task spec with these resources (used by other modules' tests too).
+    pub(crate) fn task(id: &str, milli_cpus: u64, ports: Vec<PortRange>) -> TaskSpec {
         TaskSpec {
             id: id.into(),
             name: "t".into(),

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::Dir;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::runtime::bindings::TaskSpec;
+
+use records::TaskRecordRef;
 pub use records::{
     AgentRecord, FrameworkRecord, PluginRecord, PluginVersionRecord, StatusRecord, TaskRecord,
 };
@@ -71,22 +74,59 @@ enum Op {
     Plugin(String, Option<Vec<u8>>),
     PluginVersion(String, u32, Option<Vec<u8>>),
     Framework(String, Option<Vec<u8>>),
-    Task(String, String, Option<Vec<u8>>),
-    Status(String, String, Option<Vec<u8>>),
+    /// Encoded when committed (on the writer thread), sharing the master's copy of the spec.
+    Task(String, String, Option<Box<TaskWrite>>),
+    /// Encoded when committed (on the writer thread), and only if no later status of the task in the
+    /// same batch replaced it.
+    Status(String, String, Option<Box<StatusRecord>>),
     Kv(String, String, Option<Vec<u8>>),
     ClearKv(String),
     Filter(String, String, Option<u64>),
     Agent(String, Option<Vec<u8>>),
+    /// A write that a later write of the same key in the same batch replaced.
+    Replaced,
+}
+
+impl Op {
+    /// The table and key of a write that a later write of the same key may replace.
+    fn key(&self) -> Option<(u8, &str, &str)> {
+        match self {
+            Op::Task(f, t, _) => Some((0, f, t)),
+            Op::Status(f, t, _) => Some((1, f, t)),
+            Op::Kv(f, k, _) => Some((2, f, k)),
+            _ => None,
+        }
+    }
+}
+
+/// A task's launch record, encoded when its batch is committed.
+#[derive(Debug)]
+struct TaskWrite {
+    spec: std::sync::Arc<TaskSpec>,
+    agent_id: String,
+    launched_at_ms: u64,
 }
 
 /// Writes collected during one master loop iteration, committed together.
+///
+/// A write of a task, a task status or a key-value entry replaces an earlier write of the same key in
+/// the same batch, in place of writing both: a task's STARTING and RUNNING, and the framework's receipt
+/// of them, usually land in the same loop iteration and need one write, not four. The replaced write is
+/// dropped and the new one goes at the end, so writes of different keys keep their order (a framework's
+/// data cleared and then written again stays written).
 #[derive(Debug, Default)]
 pub struct Batch {
     ops: Vec<Op>,
+    /// The position of the latest keyed write, by a hash of its table and key (a hash collision only
+    /// means a replaceable write is not replaced: the key itself is compared).
+    latest: rustc_hash::FxHashMap<u64, usize>,
+    replaced: usize,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("records serialize")
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, value).expect("records serialize");
+    out
 }
 
 impl Batch {
@@ -95,9 +135,24 @@ impl Batch {
         self.ops.is_empty()
     }
 
-    /// How many writes are pending.
+    /// How many writes are pending (replaced ones not counted).
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops.len() - self.replaced
+    }
+
+    /// Adds a write, replacing an earlier write of the same key in this batch.
+    fn push(&mut self, op: Op) {
+        if let Some(key) = op.key() {
+            use std::hash::BuildHasher as _;
+            let at = self.ops.len();
+            if let Some(previous) = self.latest.insert(rustc_hash::FxBuildHasher.hash_one(key), at)
+                && self.ops[previous].key() == Some(key)
+            {
+                self.ops[previous] = Op::Replaced;
+                self.replaced += 1;
+            }
+        }
+        self.ops.push(op);
     }
 
     /// Sets or clears a metadata value.
@@ -139,25 +194,33 @@ impl Batch {
         self.ops.push(Op::ClearKv(name.into()));
     }
 
-    /// Writes a task's launch record.
-    pub fn put_task(&mut self, framework: &str, task: &str, record: &TaskRecord) {
-        self.ops.push(Op::Task(framework.into(), task.into(), Some(json(record))));
+    /// Writes a task's launch record (a [`TaskRecord`] of these parts; the spec is shared, not copied).
+    pub fn put_task(
+        &mut self,
+        framework: &str,
+        task: &str,
+        spec: std::sync::Arc<TaskSpec>,
+        agent_id: &str,
+        launched_at_ms: u64,
+    ) {
+        let write = TaskWrite { spec, agent_id: agent_id.into(), launched_at_ms };
+        self.push(Op::Task(framework.into(), task.into(), Some(Box::new(write))));
     }
 
     /// Writes a task's latest status.
-    pub fn put_status(&mut self, framework: &str, task: &str, record: &StatusRecord) {
-        self.ops.push(Op::Status(framework.into(), task.into(), Some(json(record))));
+    pub fn put_status(&mut self, framework: &str, task: &str, record: StatusRecord) {
+        self.push(Op::Status(framework.into(), task.into(), Some(Box::new(record))));
     }
 
     /// Forgets a task.
     pub fn delete_task(&mut self, framework: &str, task: &str) {
-        self.ops.push(Op::Task(framework.into(), task.into(), None));
-        self.ops.push(Op::Status(framework.into(), task.into(), None));
+        self.push(Op::Task(framework.into(), task.into(), None));
+        self.push(Op::Status(framework.into(), task.into(), None));
     }
 
     /// Sets (`Some`) or removes (`None`) a framework's key.
     pub fn kv(&mut self, framework: &str, key: String, value: Option<Vec<u8>>) {
-        self.ops.push(Op::Kv(framework.into(), key, value));
+        self.push(Op::Kv(framework.into(), key, value));
     }
 
     /// Sets or removes a decline filter.
@@ -289,10 +352,17 @@ impl Store {
                     Op::PluginVersion(k, n, None) => drop(versions.remove((k.as_str(), *n))?),
                     Op::Framework(k, Some(v)) => drop(frameworks.insert(k.as_str(), v.as_slice())?),
                     Op::Framework(k, None) => drop(frameworks.remove(k.as_str())?),
-                    Op::Task(f, t, Some(v)) => drop(tasks.insert((f.as_str(), t.as_str()), v.as_slice())?),
+                    Op::Task(f, t, Some(w)) => {
+                        let record = TaskRecordRef {
+                            spec: &w.spec,
+                            agent_id: &w.agent_id,
+                            launched_at_ms: w.launched_at_ms,
+                        };
+                        drop(tasks.insert((f.as_str(), t.as_str()), json(&record).as_slice())?)
+                    }
                     Op::Task(f, t, None) => drop(tasks.remove((f.as_str(), t.as_str()))?),
-                    Op::Status(f, t, Some(v)) => {
-                        drop(statuses.insert((f.as_str(), t.as_str()), v.as_slice())?)
+                    Op::Status(f, t, Some(record)) => {
+                        drop(statuses.insert((f.as_str(), t.as_str()), json(record).as_slice())?)
                     }
                     Op::Status(f, t, None) => drop(statuses.remove((f.as_str(), t.as_str()))?),
                     Op::Kv(f, k, Some(v)) => drop(kv.insert((f.as_str(), k.as_str()), v.as_slice())?),
@@ -315,6 +385,7 @@ impl Store {
                     Op::Filter(f, a, None) => drop(filters.remove((f.as_str(), a.as_str()))?),
                     Op::Agent(k, Some(v)) => drop(agents.insert(k.as_str(), v.as_slice())?),
                     Op::Agent(k, None) => drop(agents.remove(k.as_str())?),
+                    Op::Replaced => {}
                 }
             }
         }
@@ -429,6 +500,84 @@ mod tests {
         let loaded = store.load().unwrap();
         assert!(!loaded.kv.contains_key("fw"), "a removed framework's data is gone");
         assert_eq!(loaded.kv["other"]["a"], b"3");
+    }
+
+    fn status(task_id: &str, state: crate::runtime::bindings::TaskState, delivered: bool) -> StatusRecord {
+        StatusRecord {
+            status: crate::runtime::bindings::TaskStatus {
+                task_id: task_id.into(),
+                state,
+                reason: None,
+                message: String::new(),
+                healthy: None,
+                exit_code: None,
+                node: None,
+                hostname: None,
+                ports: vec![],
+                timestamp_ms: 1,
+            },
+            delivered,
+            update_uuid: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_later_write_of_a_key_replaces_the_earlier_one_in_the_same_batch() {
+        use crate::runtime::bindings::TaskState;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let spec = std::sync::Arc::new(crate::master::validate::tests::task("t1", 100, vec![]));
+        let mut batch = Batch::default();
+        batch.put_task("fw", "t1", spec.clone(), "agent-1", 7);
+        batch.put_status("fw", "t1", status("t1", TaskState::Staging, true));
+        batch.put_status("fw", "t1", status("t1", TaskState::Starting, false));
+        batch.put_task("fw", "t2", spec.clone(), "agent-1", 7);
+        batch.put_status("fw", "t2", status("t2", TaskState::Staging, true));
+        batch.put_status("fw", "t1", status("t1", TaskState::Running, false));
+        batch.put_status("fw", "t1", status("t1", TaskState::Running, true));
+        batch.kv("fw", "k".into(), Some(b"1".to_vec()));
+        batch.kv("fw", "k".into(), Some(b"2".to_vec()));
+        // Cleared then written again: the write after the clear stays.
+        batch.delete_framework("gone");
+        batch.kv("gone", "k".into(), Some(b"3".to_vec()));
+        batch.delete_framework("gone");
+        batch.kv("gone", "k".into(), Some(b"4".to_vec()));
+        // t1's four statuses, fw/k's two values and gone/k's two values each became one write: two
+        // tasks, two statuses, two values, and the two clears of `gone` (two writes each).
+        assert_eq!(batch.len(), 10);
+        store.commit(&batch).unwrap();
+
+        let loaded = store.load().unwrap();
+        let (task, latest) = &loaded.tasks[&("fw".to_string(), "t1".to_string())];
+        assert_eq!(task.agent_id, "agent-1");
+        assert_eq!(task.launched_at_ms, 7);
+        assert_eq!(task.spec, *spec);
+        let latest = latest.as_ref().unwrap();
+        assert_eq!((latest.status.state, latest.delivered), (TaskState::Running, true));
+        let (_, t2) = &loaded.tasks[&("fw".to_string(), "t2".to_string())];
+        assert_eq!(t2.as_ref().unwrap().status.state, TaskState::Staging);
+        assert_eq!(loaded.kv["fw"]["k"], b"2");
+        assert_eq!(loaded.kv["gone"]["k"], b"4");
+
+        // A delete after a write in the same batch wins, and a write after a delete wins.
+        let mut batch = Batch::default();
+        batch.put_status("fw", "t2", status("t2", TaskState::Running, true));
+        batch.delete_task("fw", "t2");
+        batch.delete_task("fw", "t1");
+        batch.put_task("fw", "t1", spec, "agent-2", 8);
+        store.commit(&batch).unwrap();
+        let loaded = store.load().unwrap();
+        assert!(!loaded.tasks.contains_key(&("fw".to_string(), "t2".to_string())));
+        let (task, latest) = &loaded.tasks[&("fw".to_string(), "t1".to_string())];
+        assert_eq!((task.agent_id.as_str(), latest.is_none()), ("agent-2", true));
+    }
+
+    #[test]
+    fn a_borrowed_task_record_encodes_as_the_record_it_is_read_back_as() {
+        let spec = crate::master::validate::tests::task("t1", 250, vec![]);
+        let owned = TaskRecord { spec: spec.clone(), agent_id: "a".into(), launched_at_ms: 3 };
+        let borrowed = TaskRecordRef { spec: &spec, agent_id: "a", launched_at_ms: 3 };
+        assert_eq!(json(&borrowed), json(&owned));
     }
 
     #[test]
