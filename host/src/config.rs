@@ -58,6 +58,7 @@ impl Default for ServeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MasterSection {
     pub cycle_interval_ms: u64,
+    pub max_launches_per_cycle: u32,
     pub agent_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub task_retention_s: u64,
@@ -69,6 +70,7 @@ impl Default for MasterSection {
     fn default() -> Self {
         MasterSection {
             cycle_interval_ms: 1_000,
+            max_launches_per_cycle: crate::master::MAX_LAUNCHES_PER_CYCLE,
             agent_timeout_ms: 15_000,
             heartbeat_interval_ms: 1_000,
             task_retention_s: 900,
@@ -141,6 +143,9 @@ impl ServeConfig {
         if m.cycle_interval_ms == 0 {
             bail!("master.cycle_interval_ms must be above 0");
         }
+        if m.max_launches_per_cycle == 0 {
+            bail!("master.max_launches_per_cycle must be above 0");
+        }
         if m.heartbeat_interval_ms == 0 || m.agent_timeout_ms <= m.heartbeat_interval_ms {
             bail!(
                 "master.agent_timeout_ms ({}) must be above master.heartbeat_interval_ms ({}), which must be above 0",
@@ -171,6 +176,7 @@ impl ServeConfig {
         let m = &self.master;
         MasterConfig {
             cycle_interval: Duration::from_millis(m.cycle_interval_ms),
+            max_launches_per_cycle: m.max_launches_per_cycle,
             agent_timeout: Duration::from_millis(m.agent_timeout_ms),
             heartbeat_interval: Duration::from_millis(m.heartbeat_interval_ms),
             task_retention: Duration::from_secs(m.task_retention_s),

@@ -132,7 +132,11 @@ impl Master {
             .collect();
         let mut demand = HashMap::with_capacity(ids.len());
         for id in ids {
-            if let Ok(shapes) = self.call_framework(id, |instance| instance.demand()) {
+            if let Ok(mut shapes) = self.call_framework(id, |instance| instance.demand()) {
+                if cap_demand(&mut shapes, self.config.max_launches_per_cycle) {
+                    // The rest is asked for in the next cycle, as soon as the minimum gap allows.
+                    self.cycle_wanted = true;
+                }
                 demand.insert(id, shapes);
             }
         }
@@ -293,5 +297,40 @@ impl Master {
         }
         self.batch.filter(&f.name, &n.agent_id, Some(expires));
         self.filters.insert(key, expires);
+    }
+}
+
+/// Keeps the first `cap` tasks of a framework's demand, in the framework's order: the allocator sizes
+/// its grants to the demand, so this bounds what one cycle launches for the framework. Returns whether
+/// any demand was left out.
+fn cap_demand(shapes: &mut Vec<TaskShape>, cap: u32) -> bool {
+    let mut left = cap;
+    let mut cut = false;
+    shapes.retain_mut(|shape| {
+        cut |= shape.count > left;
+        shape.count = shape.count.min(left);
+        left -= shape.count;
+        shape.count > 0
+    });
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(milli_cpus: u64, count: u32) -> TaskShape {
+        TaskShape { milli_cpus, mem_mib: 32, disk_mib: 0, gpus: 0, ports: 1, count }
+    }
+
+    #[test]
+    fn demand_is_capped_in_the_frameworks_order() {
+        let mut shapes = vec![shape(100, 1500), shape(200, 0), shape(300, 800), shape(400, 5)];
+        assert!(cap_demand(&mut shapes, 2_000));
+        assert_eq!(shapes, vec![shape(100, 1500), shape(300, 500)]);
+
+        let mut small = vec![shape(100, 3), shape(200, 4)];
+        assert!(!cap_demand(&mut small, 2_000));
+        assert_eq!(small, vec![shape(100, 3), shape(200, 4)], "demand under the cap is left as it is");
     }
 }

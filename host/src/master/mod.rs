@@ -39,6 +39,9 @@ pub use query::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, Task
 use crate::runtime::bindings as abi;
 use crate::runtime::{PluginLimits, Registry};
 
+/// The default of [`MasterConfig::max_launches_per_cycle`].
+pub const MAX_LAUNCHES_PER_CYCLE: u32 = 1_000;
+
 /// How the master behaves. Read once at start.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
@@ -48,6 +51,9 @@ pub struct MasterConfig {
     pub cycle_interval: Duration,
     /// Shortest time between two event-triggered cycles, so a burst of events makes one cycle.
     pub cycle_min_gap: Duration,
+    /// The most tasks a framework's demand may ask for in one cycle; the rest is asked for in the next
+    /// cycles. Bounds a cycle's work, so status updates and API calls are not held behind one huge cycle.
+    pub max_launches_per_cycle: u32,
     /// How long an agent may stay silent before its node is unreachable and its tasks lost.
     pub agent_timeout: Duration,
     /// How often agents send heartbeats.
@@ -69,6 +75,7 @@ impl MasterConfig {
             data_dir,
             cycle_interval: Duration::from_secs(1),
             cycle_min_gap: Duration::from_millis(5),
+            max_launches_per_cycle: MAX_LAUNCHES_PER_CYCLE,
             agent_timeout: Duration::from_secs(15),
             heartbeat_interval: Duration::from_secs(1),
             task_retention: Duration::from_secs(15 * 60),
