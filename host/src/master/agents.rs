@@ -43,7 +43,7 @@ impl Master {
                 allow_privileged: record.allow_privileged,
                 allow_host_mounts: record.allow_host_mounts,
                 backend: record.backend,
-                tasks: HashSet::new(),
+                tasks: Default::default(),
             },
         );
     }
@@ -117,7 +117,7 @@ impl Master {
                         allow_privileged: false,
                         allow_host_mounts: false,
                         backend: String::new(),
-                        tasks: HashSet::new(),
+                        tasks: Default::default(),
                     },
                 );
                 id

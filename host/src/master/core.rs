@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::{broadcast, mpsc};
 
 use super::query::CycleView;
-use super::state::{Framework, Node, Task, TaskKey};
+use super::state::{FastMap, Framework, Node, Task, TaskKey};
 use super::writer::{Outgoing, Reply, Writer};
 use super::{Event, Job, MasterConfig, MasterHandle, ToAgent};
 use crate::bundled;
@@ -51,7 +51,7 @@ pub struct Master {
     pub(super) allocator: String,
     pub(super) nodes: BTreeMap<u32, Node>,
     /// Agent id to node id.
-    pub(super) agents: HashMap<String, u32>,
+    pub(super) agents: FastMap<String, u32>,
     /// Connections that have not registered yet.
     pub(super) pending_connections: HashMap<u64, ToAgent>,
     /// Registered connections to their node.
@@ -60,9 +60,9 @@ pub struct Master {
     pub(super) frameworks: BTreeMap<u32, Framework>,
     pub(super) framework_names: HashMap<String, u32>,
     pub(super) next_framework_id: u32,
-    pub(super) tasks: HashMap<TaskKey, Task>,
+    pub(super) tasks: FastMap<TaskKey, Task>,
     /// Decline filters: (framework, agent id) to expiry, ms since the epoch.
-    pub(super) filters: HashMap<(u32, String), u64>,
+    pub(super) filters: FastMap<(u32, String), u64>,
     pub(super) next_offer_id: u64,
     pub(super) cycle_wanted: bool,
     pub(super) last_cycle: Instant,
@@ -137,15 +137,15 @@ impl Master {
             registry,
             allocator: String::new(),
             nodes: BTreeMap::new(),
-            agents: HashMap::new(),
+            agents: FastMap::default(),
             pending_connections: HashMap::new(),
             connections: HashMap::new(),
             next_node_id: 1,
             frameworks: BTreeMap::new(),
             framework_names: HashMap::new(),
             next_framework_id: 1,
-            tasks: HashMap::new(),
-            filters: HashMap::new(),
+            tasks: FastMap::default(),
+            filters: FastMap::default(),
             next_offer_id: 1,
             cycle_wanted: true,
             last_cycle: now,

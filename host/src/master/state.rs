@@ -1,6 +1,6 @@
 //! The master's in-memory state: nodes, frameworks, tasks.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +13,12 @@ use crate::store::FrameworkRecord;
 
 /// A task, keyed by its framework's compact id and its own id.
 pub type TaskKey = (u32, String);
+
+/// The maps on the master's per-task path. Task and agent ids come from plugins and agents, so the
+/// hasher is seeded per process (foldhash: several times faster than the standard SipHash on these short
+/// keys, and not predictable from outside).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// Whether a node takes new work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +61,7 @@ pub struct Node {
     pub allow_host_mounts: bool,
     pub backend: String,
     /// Non-terminal tasks placed here.
-    pub tasks: HashSet<TaskKey>,
+    pub tasks: FastSet<TaskKey>,
 }
 
 impl Node {
