@@ -18,10 +18,18 @@ use crate::model::unix_ms;
 
 /// A backend that runs nothing.
 pub struct SimulatedBackend {
-    tasks: Arc<Mutex<HashMap<(String, String), pb::TaskStatus>>>,
+    /// Running tasks by (framework, task id). Their statuses are built when reported: thousands of
+    /// simulated agents share one process in scale tests, so each task keeps only what differs.
+    tasks: Arc<Mutex<HashMap<(String, String), Running>>>,
     events: StatusSender,
-    agent_id: String,
-    hostname: String,
+    agent_id: Arc<str>,
+    hostname: Arc<str>,
+}
+
+/// What a running simulated task keeps.
+struct Running {
+    ports: Vec<pb::PortRange>,
+    started_ms: u64,
 }
 
 impl SimulatedBackend {
@@ -30,25 +38,32 @@ impl SimulatedBackend {
         SimulatedBackend {
             tasks: Arc::default(),
             events,
-            agent_id: agent_id.to_string(),
-            hostname: hostname.to_string(),
+            agent_id: agent_id.into(),
+            hostname: hostname.into(),
         }
     }
+}
 
-    fn status(&self, framework: &str, task: &pb::TaskSpec, state: pb::TaskState) -> pb::TaskStatus {
-        pb::TaskStatus {
-            framework: framework.to_string(),
-            task_id: task.id.clone(),
-            state: state as i32,
-            reason: pb::TaskReason::None as i32,
-            message: String::new(),
-            healthy: None,
-            exit_code: None,
-            agent_id: self.agent_id.clone(),
-            hostname: self.hostname.clone(),
-            ports: task.resources.as_ref().map(|r| r.ports.clone()).unwrap_or_default(),
-            timestamp_ms: unix_ms(),
-        }
+/// A task's status as this agent reports it.
+fn status(
+    (agent_id, hostname): (&str, &str),
+    (framework, task_id): (&str, &str),
+    ports: &[pb::PortRange],
+    state: pb::TaskState,
+    timestamp_ms: u64,
+) -> pb::TaskStatus {
+    pb::TaskStatus {
+        framework: framework.to_string(),
+        task_id: task_id.to_string(),
+        state: state as i32,
+        reason: pb::TaskReason::None as i32,
+        message: String::new(),
+        healthy: None,
+        exit_code: None,
+        agent_id: agent_id.to_string(),
+        hostname: hostname.to_string(),
+        ports: ports.to_vec(),
+        timestamp_ms,
     }
 }
 
@@ -62,38 +77,41 @@ impl Backend for SimulatedBackend {
     }
 
     fn launch(&self, framework: String, task: pb::TaskSpec) {
-        let key = (framework.clone(), task.id.clone());
-        let running = self.status(&framework, &task, pb::TaskState::Running);
+        let key = (framework, task.id.clone());
+        let ports = task.resources.as_ref().map(|r| r.ports.clone()).unwrap_or_default();
+        let now = unix_ms();
         {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             if tasks.contains_key(&key) {
                 return;
             }
-            tasks.insert(key.clone(), running.clone());
+            tasks.insert(key.clone(), Running { ports: ports.clone(), started_ms: now });
         }
-        let _ = self.events.send(Box::new(self.status(&framework, &task, pb::TaskState::Starting)));
-        let _ = self.events.send(Box::new(running.clone()));
+        let me = (&*self.agent_id, &*self.hostname);
+        let id = (key.0.as_str(), key.1.as_str());
+        let _ = self.events.send(Box::new(status(me, id, &ports, pb::TaskState::Starting, now)));
+        let _ = self.events.send(Box::new(status(me, id, &ports, pb::TaskState::Running, now)));
         let Some(after) = label(&task, "berth.simulate.exit-after-ms").and_then(|v| v.parse::<u64>().ok())
         else {
             return;
         };
         let code: i32 = label(&task, "berth.simulate.exit-code").and_then(|v| v.parse().ok()).unwrap_or(0);
         let (tasks, events) = (self.tasks.clone(), self.events.clone());
+        let (agent_id, hostname) = (self.agent_id.clone(), self.hostname.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(after)).await;
             if tasks.lock().expect("tasks lock").remove(&key).is_none() {
                 return;
             }
-            let mut status = running;
-            status.exit_code = Some(code);
-            status.timestamp_ms = unix_ms();
-            if code == 0 {
-                status.state = pb::TaskState::Finished as i32;
+            let (state, reason, message) = if code == 0 {
+                (pb::TaskState::Finished, pb::TaskReason::None, String::new())
             } else {
-                status.state = pb::TaskState::Failed as i32;
-                status.reason = pb::TaskReason::CommandFailed as i32;
-                status.message = format!("exited with code {code}");
-            }
+                (pb::TaskState::Failed, pb::TaskReason::CommandFailed, format!("exited with code {code}"))
+            };
+            let mut status = status((&agent_id, &hostname), (&key.0, &key.1), &ports, state, unix_ms());
+            status.exit_code = Some(code);
+            status.reason = reason as i32;
+            status.message = message;
             let _ = events.send(Box::new(status));
         });
     }
@@ -101,16 +119,26 @@ impl Backend for SimulatedBackend {
     fn kill(&self, framework: &str, task_id: &str, _grace: Duration, reason: pb::TaskReason) {
         let removed =
             self.tasks.lock().expect("tasks lock").remove(&(framework.to_string(), task_id.to_string()));
-        if let Some(mut status) = removed {
-            status.state = pb::TaskState::Killed as i32;
+        if let Some(running) = removed {
+            let me = (&*self.agent_id, &*self.hostname);
+            let mut status =
+                status(me, (framework, task_id), &running.ports, pb::TaskState::Killed, unix_ms());
             status.reason = reason as i32;
-            status.timestamp_ms = unix_ms();
             let _ = self.events.send(Box::new(status));
         }
     }
 
     fn tasks(&self) -> BoxFuture<'_, Vec<pb::TaskStatus>> {
-        let tasks = self.tasks.lock().expect("tasks lock").values().cloned().collect();
+        let me = (&*self.agent_id, &*self.hostname);
+        let tasks = self
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .iter()
+            .map(|((framework, id), r)| {
+                status(me, (framework, id), &r.ports, pb::TaskState::Running, r.started_ms)
+            })
+            .collect();
         Box::pin(async move { tasks })
     }
 
