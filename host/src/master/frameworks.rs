@@ -2,7 +2,7 @@
 //! undone with the call), delivering status updates, running their timers, applying their actions, and
 //! serving their HTTP APIs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,7 @@ impl Master {
                 instance,
                 kv,
                 allocated: crate::runtime::bindings::Resources::zero(),
-                active: BTreeSet::new(),
+                active: 0,
                 pending: Vec::new(),
                 last_tick: Instant::now(),
                 retry_at: None,
@@ -209,7 +209,13 @@ impl Master {
     /// Removes a framework: its tasks are killed, its data deleted. Returns how many tasks were killed.
     pub fn remove_framework(&mut self, name: &str) -> Result<u32, ApiError> {
         let id = self.framework_id(name)?;
-        let tasks: Vec<TaskKey> = self.frameworks[&id].active.iter().map(|t| (id, t.clone())).collect();
+        let mut tasks: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(key, task)| key.0 == id && !crate::model::is_terminal(task.status.state))
+            .map(|(key, _)| key.clone())
+            .collect();
+        tasks.sort_unstable();
         let mut killed = 0;
         for key in &tasks {
             if self.kill(key, None, TaskReason::FrameworkRemoved) {
@@ -235,7 +241,7 @@ impl Master {
     /// Forgets removed frameworks once none of their tasks runs.
     fn finish_removals(&mut self) {
         let done: Vec<u32> =
-            self.frameworks.values().filter(|f| f.removing && f.active.is_empty()).map(|f| f.id).collect();
+            self.frameworks.values().filter(|f| f.removing && f.active == 0).map(|f| f.id).collect();
         for id in done {
             let f = self.frameworks.remove(&id).expect("listed");
             self.framework_names.remove(&f.name);

@@ -142,7 +142,7 @@ impl Master {
                 weight: f.record.weight,
                 suppressed: f.record.suppressed,
                 allocated: f.allocated.clone(),
-                active_tasks: f.active.len() as u32,
+                active_tasks: f.active,
                 share: f.allocated.scalars().dominant_share(&total) / f.record.weight,
                 config: f.record.config.clone(),
                 error: f.instance_error.clone(),

@@ -1,6 +1,5 @@
 //! The master's in-memory state: nodes, frameworks, tasks.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -88,8 +87,8 @@ pub struct Framework {
     pub kv: Arc<FrameworkKv>,
     /// Resources of its non-terminal tasks.
     pub allocated: Resources,
-    /// Non-terminal tasks.
-    pub active: BTreeSet<String>,
+    /// How many of its tasks are not terminal (the tasks themselves are in the master's task map).
+    pub active: u32,
     /// Status updates not yet delivered, in the order they happened.
     pub pending: Vec<TaskStatus>,
     pub last_tick: Instant,

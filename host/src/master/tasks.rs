@@ -75,7 +75,7 @@ impl Master {
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {
             f.allocated.add(&spec.resources);
-            f.active.insert(key.1.clone());
+            f.active += 1;
         }
     }
 
@@ -86,7 +86,7 @@ impl Master {
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {
             f.allocated.remove(&spec.resources);
-            f.active.remove(&key.1);
+            f.active = f.active.saturating_sub(1);
         }
     }
 
