@@ -121,3 +121,33 @@ fn hot_swapping_the_allocator_while_tasks_launch_loses_nothing_and_the_new_versi
     let lost = master.json(&["task", "ls", "--framework", "churn", "--state", "lost"]);
     assert!(lost.as_array().unwrap().is_empty(), "{lost}");
 }
+
+fn last_cycle(master: &Master) -> u64 {
+    master.get("/v1/cycles").as_array().and_then(|c| c.last()).and_then(|c| c["number"].as_u64()).unwrap_or(0)
+}
+
+#[test]
+fn a_backlog_larger_than_the_cluster_launches_in_capped_cycles_without_spinning() {
+    // One node with 20 host ports: 20 tasks of one port each fit. The app wants 3,000, above the 1,000
+    // tasks of demand a framework may state per cycle, so every cycle's demand is capped.
+    let master = Master::start(&["--simulate-nodes", "1"]);
+    let app = serde_json::json!({
+        "id": "/big", "instances": 3000, "cpus": 0.1, "mem": 32, "cmd": "sleep 3600",
+        "container": {"docker": {"image": "big:1"}},
+    });
+    let (status, body) = master.request("POST", "/v2/apps", &app.to_string());
+    assert_eq!(status, 201, "{body}");
+    eventually("the node to fill up", Duration::from_secs(60), || {
+        (master.get("/v2/apps/big")["app"]["tasksRunning"].as_u64() == Some(20)).then_some(())
+    });
+
+    // Nothing more fits: cycles come back to the interval (about one a second), instead of one every
+    // few milliseconds because demand was cut.
+    let before = last_cycle(&master);
+    std::thread::sleep(Duration::from_secs(3));
+    let cycles = last_cycle(&master) - before;
+    let recent: Vec<Value> =
+        master.get("/v1/cycles").as_array().unwrap().iter().rev().take(3).cloned().collect();
+    assert!(cycles <= 15, "{cycles} cycles in 3 s with nothing left to launch; the last: {recent:?}");
+    assert_eq!(master.get("/v2/apps/big")["app"]["tasksRunning"].as_u64(), Some(20));
+}

@@ -35,7 +35,7 @@ impl Master {
             ..CycleView::default()
         };
 
-        let demand = self.collect_demand(started);
+        let (demand, capped) = self.collect_demand(started);
         let view = self.view(demand);
         record.nodes = view.nodes.len() as u32;
         record.frameworks = view.frameworks.len() as u32;
@@ -117,12 +117,19 @@ impl Master {
             record.launched += launched;
             record.refused_tasks += refused;
         }
+        if capped && record.launched > 0 {
+            // Demand was left out of this cycle and the cycle made progress: ask for the rest as soon as
+            // the minimum gap allows. A cycle that launched nothing waits for the usual triggers instead,
+            // so a backlog that does not fit the cluster does not spin the master.
+            self.cycle_wanted = true;
+        }
         record.duration_us = started.elapsed().as_micros() as u64;
         self.record_cycle(record);
     }
 
-    /// Each callable, unsuppressed framework's demand.
-    fn collect_demand(&mut self, now: Instant) -> HashMap<u32, Vec<TaskShape>> {
+    /// Each callable, unsuppressed framework's demand, capped at `max_launches_per_cycle`; and whether
+    /// the cap left any out.
+    fn collect_demand(&mut self, now: Instant) -> (HashMap<u32, Vec<TaskShape>>, bool) {
         let ids: Vec<u32> = self
             .frameworks
             .values()
@@ -131,16 +138,14 @@ impl Master {
             .filter(|&id| self.callable(id, now))
             .collect();
         let mut demand = HashMap::with_capacity(ids.len());
+        let mut capped = false;
         for id in ids {
             if let Ok(mut shapes) = self.call_framework(id, |instance| instance.demand()) {
-                if cap_demand(&mut shapes, self.config.max_launches_per_cycle) {
-                    // The rest is asked for in the next cycle, as soon as the minimum gap allows.
-                    self.cycle_wanted = true;
-                }
+                capped |= cap_demand(&mut shapes, self.config.max_launches_per_cycle);
                 demand.insert(id, shapes);
             }
         }
-        demand
+        (demand, capped)
     }
 
     /// The allocator's input: schedulable nodes, callable frameworks, active filters.
