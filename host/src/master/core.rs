@@ -428,14 +428,6 @@ impl Master {
         self.outbox.push((tx, Box::new(pb::MasterMessage { message: Some(message) })));
     }
 
-    /// Publishes an event to watchers; it is not even built when nobody watches (statuses are the
-    /// master's hottest path).
-    pub(super) fn publish(&self, event: impl FnOnce() -> Event) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event());
-        }
-    }
-
     /// Runs `reply` once the writes made so far are committed.
     pub(crate) fn reply_after_commit(&mut self, reply: Box<dyn FnOnce() + Send>) {
         self.replies.push(reply);
@@ -459,6 +451,14 @@ impl Master {
             self.cycles.pop_front();
         }
         self.cycles.push_back(view);
+    }
+}
+
+/// Publishes an event to watchers; it is not even built when nobody watches (statuses are the master's
+/// hottest path). A function of the channel alone, so callers can hold other parts of the master.
+pub(super) fn publish(events: &broadcast::Sender<Event>, event: impl FnOnce() -> Event) {
+    if events.receiver_count() > 0 {
+        let _ = events.send(event());
     }
 }
 

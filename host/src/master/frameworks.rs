@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::Master;
+use super::core::{Master, publish};
 use super::kv::FrameworkKv;
 use super::state::{Framework, TaskKey};
 use super::{ApiError, Event};
@@ -380,7 +380,7 @@ impl Master {
                 Action::Reconcile(task_ids) => self.reconcile_framework(id, task_ids),
                 Action::Publish(event) => {
                     if let Some(f) = self.frameworks.get(&id) {
-                        self.publish(|| Event::Framework { framework: f.name.clone(), event });
+                        publish(&self.events, || Event::Framework { framework: f.name.clone(), event });
                     }
                 }
             }

@@ -7,7 +7,7 @@ use berth_proto::v1 as pb;
 use pb::master_message::Message as ToAgent;
 
 use super::Event;
-use super::core::Master;
+use super::core::{Master, publish};
 use super::state::{Task, TaskKey};
 use crate::convert;
 use crate::model::{ResourcesExt, is_terminal, unix_ms};
@@ -112,7 +112,7 @@ impl Master {
             framework: name.clone(),
             task: Some(convert::task_spec(&spec)),
         });
-        self.publish(|| Event::Status {
+        publish(&self.events, || Event::Status {
             framework: name,
             agent_id: agent_id.clone(),
             status: status.clone(),
@@ -200,16 +200,13 @@ impl Master {
             &key.1,
             StatusRecord { status: status.clone(), delivered: false, update_uuid: task.update_uuid.clone() },
         );
-        let event = (self.events.receiver_count() > 0).then(|| Event::Status {
+        publish(&self.events, || Event::Status {
             framework: framework.name.clone(),
             agent_id,
             status: status.clone(),
         });
         if !framework.removing {
             framework.pending.push(status);
-        }
-        if let Some(event) = event {
-            let _ = self.events.send(event);
         }
     }
 
