@@ -169,7 +169,10 @@ pub async fn run(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let mut link = match Link::open(&transport).await {
+        // Boxed: connecting is the largest state of this loop by far (the gRPC client's futures), and an
+        // unboxed one would be carried by every agent's task for its whole life (thousands of simulated
+        // agents share one process in scale tests).
+        let mut link = match Box::pin(Link::open(&transport)).await {
             Ok(link) => link,
             Err(e) => {
                 tracing::warn!(target: "berth.agent", error = format!("{e:#}"), retry_in = ?backoff, "cannot reach the master");
