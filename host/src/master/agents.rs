@@ -201,7 +201,7 @@ impl Master {
                 self.apply_status(&key, status, None);
             } else if task.status.state == TaskState::Staging {
                 let framework = self.frameworks[&key.0].name.clone();
-                let spec = convert::task_spec(&task.spec);
+                let spec = task.spec.unpack();
                 self.send_to_node(node, ToAgent::Launch(pb::LaunchTask { framework, task: Some(spec) }));
             } else {
                 let status = self.synthetic_status(
@@ -272,7 +272,7 @@ impl Master {
             exit_code: report.exit_code,
             node: Some(node),
             hostname: self.nodes.get(&node).map(|n| n.hostname.clone()),
-            ports: task.spec.resources.ports.clone(),
+            ports: task.resources.ports.clone(),
             timestamp_ms: if report.timestamp_ms > 0 { report.timestamp_ms } else { unix_ms() },
         }
     }

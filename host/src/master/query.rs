@@ -176,14 +176,15 @@ impl Master {
                         .is_some_and(|n| n.hostname == filter.node || n.id.to_string() == filter.node)
             })
             .filter_map(|((f, id), t)| {
+                let spec = t.spec.unpack();
                 Some(TaskView {
                     framework: self.frameworks.get(f)?.name.clone(),
                     id: id.clone(),
-                    name: t.spec.name.clone(),
+                    name: spec.name,
                     agent_id: t.agent_id.clone(),
                     status: t.status.clone(),
-                    resources: t.spec.resources.clone(),
-                    image: t.spec.container.image.clone(),
+                    resources: t.resources.clone(),
+                    image: spec.container.map(|c| c.image).unwrap_or_default(),
                     launched_at_ms: t.launched_at_ms,
                 })
             })

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use berth_proto::v1 as pb;
+
 use super::ToAgent;
 use super::kv::FrameworkKv;
 use crate::model::ResourcesExt;
 use crate::runtime::FrameworkInstance;
-use crate::runtime::bindings::{Attribute, Resources, TaskReason, TaskSpec, TaskStatus};
+use crate::runtime::bindings::{Attribute, Resources, TaskReason, TaskStatus};
 use crate::store::FrameworkRecord;
 
 /// A task, keyed by its framework's compact id and its own id.
@@ -103,8 +105,12 @@ pub struct Framework {
 
 /// A task the master knows.
 pub struct Task {
-    /// Shared with the store write that records it.
-    pub spec: Arc<TaskSpec>,
+    /// What it holds on its node (and its framework holds).
+    pub resources: Resources,
+    /// How long its kill waits between SIGTERM and SIGKILL by default, ms.
+    pub kill_grace_period_ms: u32,
+    /// The rest of what the framework launched, packed.
+    pub spec: PackedSpec,
     pub node: u32,
     pub agent_id: String,
     pub status: TaskStatus,
@@ -117,4 +123,39 @@ pub struct Task {
     pub delivered: bool,
     /// A kill was asked for (grace period, reason): re-sent when the agent re-registers.
     pub kill_requested: Option<(u32, TaskReason)>,
+}
+
+/// A task's spec as the master keeps it between the launch and a relaunch or a listing, the only places
+/// that read it whole: protobuf-encoded, about a third of the decoded spec with its strings (a Marathon
+/// task's spec is ~1.5 KiB decoded, and the master keeps one per task).
+pub struct PackedSpec(Box<[u8]>);
+
+impl PackedSpec {
+    pub fn new(spec: &pb::TaskSpec) -> PackedSpec {
+        PackedSpec(prost::Message::encode_to_vec(spec).into_boxed_slice())
+    }
+
+    /// The spec as the agents receive it.
+    pub fn unpack(&self) -> pb::TaskSpec {
+        // It was encoded by `new` from a valid message, in this process.
+        prost::Message::decode(&*self.0).expect("a packed spec decodes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert;
+    use crate::master::validate::tests::task;
+    use crate::runtime::bindings::PortRange;
+
+    #[test]
+    fn a_packed_spec_unpacks_to_what_the_agents_receive() {
+        let mut spec = task("web.1", 250, vec![PortRange { begin: 31000, end: 31001 }]);
+        spec.name = "web".into();
+        let wire = convert::task_spec(&spec);
+        let packed = PackedSpec::new(&wire);
+        assert_eq!(packed.unpack(), wire);
+        assert!(packed.0.len() < std::mem::size_of::<pb::TaskSpec>(), "smaller than the struct alone");
+    }
 }

@@ -8,10 +8,10 @@ use pb::master_message::Message as ToAgent;
 
 use super::Event;
 use super::core::{Master, publish};
-use super::state::{Task, TaskKey};
+use super::state::{PackedSpec, Task, TaskKey};
 use crate::convert;
 use crate::model::{ResourcesExt, is_terminal, unix_ms};
-use crate::runtime::bindings::{TaskReason, TaskSpec, TaskState, TaskStatus};
+use crate::runtime::bindings::{Resources, TaskReason, TaskSpec, TaskState, TaskStatus};
 use crate::store::{StatusRecord, TaskRecord};
 
 impl Master {
@@ -41,7 +41,7 @@ impl Master {
         let key = (fid, task_id);
         let terminal = is_terminal(status.state);
         if !terminal {
-            self.take_resources(&key, node, &record.spec);
+            self.take_resources(&key, node, &record.spec.resources);
         }
         if !delivered && let Some(f) = self.frameworks.get_mut(&fid) {
             f.pending.push(status.clone());
@@ -49,7 +49,9 @@ impl Master {
         self.tasks.insert(
             key,
             Task {
-                spec: Arc::new(record.spec),
+                resources: record.spec.resources.clone(),
+                kill_grace_period_ms: record.spec.kill_grace_period_ms,
+                spec: PackedSpec::new(&convert::task_spec(&record.spec)),
                 node,
                 agent_id: record.agent_id,
                 status,
@@ -68,24 +70,24 @@ impl Master {
         Some((id, task_id.to_string()))
     }
 
-    fn take_resources(&mut self, key: &TaskKey, node: u32, spec: &TaskSpec) {
+    fn take_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
         if let Some(n) = self.nodes.get_mut(&node) {
-            n.used.add(&spec.resources);
+            n.used.add(resources);
             n.tasks.insert(key.clone());
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {
-            f.allocated.add(&spec.resources);
+            f.allocated.add(resources);
             f.active += 1;
         }
     }
 
-    fn release_resources(&mut self, key: &TaskKey, node: u32, spec: &TaskSpec) {
+    fn release_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
         if let Some(n) = self.nodes.get_mut(&node) {
-            n.used.remove(&spec.resources);
+            n.used.remove(resources);
             n.tasks.remove(key);
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {
-            f.allocated.remove(&spec.resources);
+            f.allocated.remove(resources);
             f.active = f.active.saturating_sub(1);
         }
     }
@@ -100,18 +102,17 @@ impl Master {
         status.node = Some(node);
         status.hostname = Some(self.nodes[&node].hostname.clone());
         status.ports = spec.resources.ports.clone();
-        let spec = Arc::new(spec);
-        self.batch.put_task(&name, &spec.id, spec.clone(), &agent_id, now_ms);
+        let (resources, kill_grace_period_ms) = (spec.resources.clone(), spec.kill_grace_period_ms);
+        let wire = convert::task_spec(&spec);
+        let packed = PackedSpec::new(&wire);
+        self.batch.put_task(&name, &key.1, Arc::new(spec), &agent_id, now_ms);
         self.batch.put_status(
             &name,
-            &spec.id,
+            &key.1,
             StatusRecord { status: status.clone(), delivered: true, update_uuid: String::new() },
         );
-        self.take_resources(&key, node, &spec);
-        let message = ToAgent::Launch(pb::LaunchTask {
-            framework: name.clone(),
-            task: Some(convert::task_spec(&spec)),
-        });
+        self.take_resources(&key, node, &resources);
+        let message = ToAgent::Launch(pb::LaunchTask { framework: name.clone(), task: Some(wire) });
         publish(&self.events, || Event::Status {
             framework: name,
             agent_id: agent_id.clone(),
@@ -120,7 +121,9 @@ impl Master {
         self.tasks.insert(
             key,
             Task {
-                spec,
+                resources,
+                kill_grace_period_ms,
+                spec: packed,
                 node,
                 agent_id,
                 status,
@@ -189,8 +192,8 @@ impl Master {
         let ended = is_terminal(status.state);
         if ended {
             task.ended = Some(Instant::now());
-            let spec = task.spec.clone();
-            self.release_resources(key, node, &spec);
+            let resources = task.resources.clone();
+            self.release_resources(key, node, &resources);
             self.cycle_wanted = true;
         }
         let task = &self.tasks[key];
@@ -239,7 +242,7 @@ impl Master {
         if is_terminal(task.status.state) {
             return false;
         }
-        let grace = grace_ms.unwrap_or(task.spec.kill_grace_period_ms);
+        let grace = grace_ms.unwrap_or(task.kill_grace_period_ms);
         task.kill_requested = Some((grace, reason));
         self.send_kill(key, grace, reason);
         true
