@@ -12,12 +12,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_host::master::FrameworkKv;
+use berth_host::master::{FrameworkKv, Progress};
 use berth_host::runtime::bindings::{ClusterView, HttpRequest};
 use berth_host::runtime::{
     AllocatorInstance, ArtifactCache, FrameworkInstance, KvBackend, NewVersion, PluginKind, PluginLimits,
     Registry, Runtime, Version,
 };
+use berth_host::store::Store;
 use berth_tests::bench::median;
 use berth_tests::languages::build_example;
 use berth_tests::views::{framework, node, shape, view};
@@ -131,9 +132,19 @@ fn main() {
             }
             PluginKind::Framework => {
                 let plugin = Registry::new(version.runtime().clone()).activate(version.clone());
-                // Frameworks persist their state: give them the master's key-value backend.
+                // Frameworks persist their state: give them the master's key-value backend, on a store of
+                // its own (nothing is committed here, so every write stays in the backend's memory).
+                let dir = tempfile::tempdir().unwrap();
+                let store = Arc::new(Store::open(dir.path()).unwrap());
                 let kv = || -> Option<Arc<dyn KvBackend>> {
-                    Some(Arc::new(FrameworkKv::new(Default::default(), 64 << 20)))
+                    let progress = Arc::new(Progress::default());
+                    Some(Arc::new(FrameworkKv::new(
+                        row.name,
+                        Default::default(),
+                        64 << 20,
+                        store.clone(),
+                        progress,
+                    )))
                 };
                 let mut instantiations: Vec<Duration> = (0..10)
                     .map(|_| {

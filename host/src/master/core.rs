@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::query::CycleView;
 use super::state::{FastMap, Framework, Node, Task, TaskKey};
-use super::writer::{Outgoing, Reply, Writer};
+use super::writer::{Outgoing, Progress, Reply, Writer};
 use super::{Event, Job, MasterConfig, MasterHandle, ToAgent};
 use crate::bundled;
 use crate::model::unix_ms;
@@ -69,6 +69,8 @@ pub struct Master {
     pub(super) cycles: VecDeque<CycleView>,
     pub(super) cycle_count: u64,
     pub(super) events: broadcast::Sender<Event>,
+    /// How far the store writer has got (framework data is read back from the store once committed).
+    pub(super) progress: Arc<Progress>,
     last_housekeeping: Instant,
     /// Open log streams: request id to the node serving it and the client's channel.
     pub(super) log_streams: HashMap<u64, (u32, mpsc::UnboundedSender<pb::LogChunk>)>,
@@ -126,6 +128,7 @@ impl Master {
         );
         let loaded = store.load().context("reading the store")?;
         let writer = Writer::start(store.clone()).context("starting the store writer thread")?;
+        let progress = writer.progress().clone();
         let now = Instant::now();
         let mut master = Master {
             config,
@@ -134,6 +137,7 @@ impl Master {
             outbox: Vec::new(),
             replies: Vec::new(),
             writer: Some(writer),
+            progress,
             registry,
             allocator: String::new(),
             nodes: BTreeMap::new(),

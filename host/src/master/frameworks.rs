@@ -72,7 +72,13 @@ impl Master {
         record: FrameworkRecord,
         data: BTreeMap<String, Vec<u8>>,
     ) {
-        let kv = Arc::new(FrameworkKv::new(data, self.config.kv_quota_bytes));
+        let kv = Arc::new(FrameworkKv::new(
+            &name,
+            data,
+            self.config.kv_quota_bytes,
+            self.store.clone(),
+            self.progress.clone(),
+        ));
         let instance = self.instantiate(&name, &record, &kv);
         if let Err(e) = &instance {
             tracing::error!(target: "berth.master", framework = %name, error = %e,
@@ -134,7 +140,13 @@ impl Master {
             suppressed: false,
             created_at_ms: unix_ms(),
         };
-        let kv = Arc::new(FrameworkKv::new(BTreeMap::new(), self.config.kv_quota_bytes));
+        let kv = Arc::new(FrameworkKv::new(
+            &new.name,
+            BTreeMap::new(),
+            self.config.kv_quota_bytes,
+            self.store.clone(),
+            self.progress.clone(),
+        ));
         let instance = self.instantiate(&new.name, &record, &kv).map_err(|e| {
             if self.registry.get(&new.plugin).is_none_or(|p| p.kind != PluginKind::Framework) {
                 ApiError::NotFound(e)

@@ -1,39 +1,84 @@
 //! A framework's key-value data as its plugin sees it through the `store` import.
 //!
-//! The whole map lives in memory (reads never touch the disk). Writes go into a journal that the master
-//! moves into its store batch after each successful plugin call, so they are persisted in the same
-//! transaction as the call's effects; a call that fails has its writes undone, since nothing else it
-//! did takes effect either.
+//! Values live in the store. The master keeps every key with the size of its value (for listings and the
+//! quota) and, as an overlay, the values written since the store last caught up: a write is read from
+//! the overlay until the batch that carries it is committed, then from the store. A framework that keeps
+//! a record per task (Marathon keeps ~400 bytes) would otherwise hold a second copy of all of it in the
+//! master's memory, for reads that happen mostly when its plugin starts.
+//!
+//! Writes go into a journal that the master moves into its store batch after each successful plugin
+//! call, so they are persisted in the same transaction as the call's effects; a call that fails has its
+//! writes undone, since nothing else it did takes effect either.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
+use super::writer::Progress;
 use crate::runtime::{KvBackend, KvRefusal};
+use crate::store::Store;
 
 /// One framework's data.
 pub struct FrameworkKv {
+    framework: String,
     inner: Mutex<Inner>,
     quota: u64,
+    store: Arc<Store>,
+    progress: Arc<Progress>,
 }
 
 struct Inner {
-    data: BTreeMap<String, Vec<u8>>,
+    /// Every key and the size of its value.
+    sizes: BTreeMap<String, u32>,
+    /// Keys plus values, for the quota.
     bytes: u64,
-    /// Keys written and not yet handed to the store (their values are read from `data` then).
+    /// Values not yet known to be in the store (`None`: deleted), with the number of the batch that
+    /// carries them ([`UNSENT`] until the journal is taken).
+    overlay: BTreeMap<String, Pending>,
+    /// Overlay keys in the order their batches were numbered, to drop them once committed.
+    stamped: VecDeque<(u64, String)>,
+    /// Keys written and not yet handed to the store (their values are read from the overlay then).
     journal: Vec<String>,
-    /// Previous values of the keys written by the call in progress, to undo it.
-    undo: Vec<(String, Option<Vec<u8>>)>,
+    /// What the keys written by the call in progress were before it, to undo it: their size and their
+    /// overlay entry.
+    undo: Vec<(String, Option<u32>, Option<Pending>)>,
 }
 
-fn size(key: &str, value: &[u8]) -> u64 {
-    (key.len() + value.len()) as u64
+/// A value written and not yet known to be in the store (`None`: deleted), and its batch's number.
+type Pending = (Option<Vec<u8>>, u64);
+
+/// The batch number of overlay entries whose write is still in the journal.
+const UNSENT: u64 = u64::MAX;
+
+fn size(key: &str, value_len: usize) -> u64 {
+    (key.len() + value_len) as u64
 }
 
 impl FrameworkKv {
-    /// A framework's data as loaded from the store, with a quota in bytes (keys plus values).
-    pub fn new(data: BTreeMap<String, Vec<u8>>, quota: u64) -> FrameworkKv {
-        let bytes = data.iter().map(|(k, v)| size(k, v)).sum();
-        FrameworkKv { inner: Mutex::new(Inner { data, bytes, journal: Vec::new(), undo: Vec::new() }), quota }
+    /// A framework's data as loaded from the store, with a quota in bytes (keys plus values). Values are
+    /// read from `store` (under `framework`) once `progress` says the batch that wrote them is committed.
+    pub fn new(
+        framework: &str,
+        data: BTreeMap<String, Vec<u8>>,
+        quota: u64,
+        store: Arc<Store>,
+        progress: Arc<Progress>,
+    ) -> FrameworkKv {
+        let sizes: BTreeMap<String, u32> = data.into_iter().map(|(k, v)| (k, v.len() as u32)).collect();
+        let bytes = sizes.iter().map(|(k, &v)| size(k, v as usize)).sum();
+        FrameworkKv {
+            framework: framework.to_string(),
+            inner: Mutex::new(Inner {
+                sizes,
+                bytes,
+                overlay: BTreeMap::new(),
+                stamped: VecDeque::new(),
+                journal: Vec::new(),
+                undo: Vec::new(),
+            }),
+            quota,
+            store,
+            progress,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -51,31 +96,41 @@ impl FrameworkKv {
         let undo = std::mem::take(&mut inner.undo);
         let keep = inner.journal.len() - undo.len();
         inner.journal.truncate(keep);
-        for (key, previous) in undo.into_iter().rev() {
-            let current = match &previous {
-                Some(value) => inner.data.insert(key.clone(), value.clone()),
-                None => inner.data.remove(&key),
+        for (key, size_before, overlay_before) in undo.into_iter().rev() {
+            let now = match size_before {
+                Some(len) => inner.sizes.insert(key.clone(), len),
+                None => inner.sizes.remove(&key),
             };
-            if let Some(current) = current {
-                inner.bytes -= size(&key, &current);
+            if let Some(len) = now {
+                inner.bytes -= size(&key, len as usize);
             }
-            if let Some(previous) = previous {
-                inner.bytes += size(&key, &previous);
+            if let Some(len) = size_before {
+                inner.bytes += size(&key, len as usize);
             }
+            match overlay_before {
+                Some(entry) => inner.overlay.insert(key, entry),
+                None => inner.overlay.remove(&key),
+            };
         }
     }
 
-    /// Takes the writes made since the last call to this, for the store: each key written once, with
-    /// its value now (`None`: deleted).
+    /// Takes the writes made since the last call to this, for the store batch being built: each key
+    /// written once, with its value now (`None`: deleted).
     pub fn take_journal(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        let batch = self.progress.building();
+        let committed = self.progress.committed();
         let mut inner = self.lock();
         inner.undo.clear();
+        inner.forget_committed(committed);
         let mut keys = std::mem::take(&mut inner.journal);
         keys.sort_unstable();
         keys.dedup();
         keys.into_iter()
             .map(|key| {
-                let value = inner.data.get(&key).cloned();
+                let entry = inner.overlay.get_mut(&key).expect("a journaled key is in the overlay");
+                entry.1 = batch;
+                let value = entry.0.clone();
+                inner.stamped.push_back((batch, key.clone()));
                 (key, value)
             })
             .collect()
@@ -88,49 +143,98 @@ impl FrameworkKv {
 
     /// How many keys.
     pub fn len(&self) -> usize {
-        self.lock().data.len()
+        self.lock().sizes.len()
     }
 
     /// Whether there is no data.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Values held in memory because their batch is not known to be committed yet.
+    #[cfg(test)]
+    fn overlay_len(&self) -> usize {
+        self.lock().overlay.len()
+    }
+
+    /// Records a write (`None`: a delete) of the call in progress.
+    fn write(inner: &mut Inner, key: &str, value: Option<Vec<u8>>) {
+        let new_len = value.as_ref().map(|v| v.len() as u32);
+        let size_before = match new_len {
+            Some(len) => inner.sizes.insert(key.to_string(), len),
+            None => inner.sizes.remove(key),
+        };
+        if let Some(len) = size_before {
+            inner.bytes -= size(key, len as usize);
+        }
+        if let Some(len) = new_len {
+            inner.bytes += size(key, len as usize);
+        }
+        let overlay_before = inner.overlay.insert(key.to_string(), (value, UNSENT));
+        inner.undo.push((key.to_string(), size_before, overlay_before));
+        inner.journal.push(key.to_string());
+    }
+}
+
+impl Inner {
+    /// Drops the overlay values whose batch is committed: the store has them now.
+    fn forget_committed(&mut self, committed: u64) {
+        while let Some((batch, _)) = self.stamped.front()
+            && *batch <= committed
+        {
+            let (batch, key) = self.stamped.pop_front().expect("just seen");
+            // A later write of the same key carries a later number (or is still unsent): keep it.
+            if self.overlay.get(&key).is_some_and(|(_, b)| *b == batch) {
+                self.overlay.remove(&key);
+            }
+        }
+    }
 }
 
 impl KvBackend for FrameworkKv {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.lock().data.get(key).cloned()
+        {
+            let inner = self.lock();
+            if let Some((value, _)) = inner.overlay.get(key) {
+                return value.clone();
+            }
+            if !inner.sizes.contains_key(key) {
+                return None;
+            }
+        }
+        // Committed: the store has it. Plugin calls (and so writes) happen on the master thread, which
+        // is the one reading here, so the key cannot change in between.
+        match self.store.kv_get(&self.framework, key) {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::error!(target: "berth.master", framework = %self.framework, key, error = %e,
+                    "cannot read the framework's data from the store");
+                None
+            }
+        }
     }
 
     fn put(&self, key: &str, value: Vec<u8>) -> Result<(), KvRefusal> {
         let mut inner = self.lock();
-        let old = inner.data.get(key).map(|v| size(key, v)).unwrap_or(0);
-        let new_bytes = inner.bytes - old + size(key, &value);
+        let old = inner.sizes.get(key).map(|&len| size(key, len as usize)).unwrap_or(0);
+        let new_bytes = inner.bytes - old + size(key, value.len());
         if new_bytes > self.quota && new_bytes > inner.bytes {
             return Err(KvRefusal::QuotaExceeded(self.quota));
         }
-        inner.bytes = new_bytes;
-        let previous = match inner.data.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, value)),
-            None => inner.data.insert(key.to_string(), value),
-        };
-        inner.undo.push((key.to_string(), previous));
-        inner.journal.push(key.to_string());
+        FrameworkKv::write(&mut inner, key, Some(value));
         Ok(())
     }
 
     fn delete(&self, key: &str) {
         let mut inner = self.lock();
-        if let Some(previous) = inner.data.remove(key) {
-            inner.bytes -= size(key, &previous);
-            inner.undo.push((key.to_string(), Some(previous)));
-            inner.journal.push(key.to_string());
+        if inner.sizes.contains_key(key) {
+            FrameworkKv::write(&mut inner, key, None);
         }
     }
 
     fn keys(&self, prefix: &str) -> Vec<String> {
         self.lock()
-            .data
+            .sizes
             .range(prefix.to_string()..)
             .map(|(k, _)| k)
             .take_while(|k| k.starts_with(prefix))
@@ -142,10 +246,47 @@ impl KvBackend for FrameworkKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Batch;
+
+    /// A store in a temporary directory, and the progress of a writer that commits when told.
+    struct Setup {
+        _dir: tempfile::TempDir,
+        store: Arc<Store>,
+        progress: Arc<Progress>,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            Setup { _dir: dir, store, progress: Arc::new(Progress::default()) }
+        }
+
+        fn kv(&self, data: BTreeMap<String, Vec<u8>>, quota: u64) -> FrameworkKv {
+            FrameworkKv::new("fw", data, quota, self.store.clone(), self.progress.clone())
+        }
+
+        /// Takes the journal into a batch and commits it as the writer would: numbered when handed over,
+        /// counted once committed.
+        fn commit(&self, kv: &FrameworkKv) {
+            let mut batch = Batch::default();
+            for (key, value) in kv.take_journal() {
+                batch.kv("fw", key, value);
+            }
+            self.progress.handed_over();
+            self.store.commit(&batch).unwrap();
+            self.progress.committed_one();
+        }
+    }
 
     #[test]
     fn a_failed_call_leaves_no_trace_and_a_good_one_is_journaled() {
-        let kv = FrameworkKv::new(BTreeMap::from([("a".into(), b"1".to_vec())]), 1_000);
+        let setup = Setup::new();
+        let kv = setup.kv(BTreeMap::new(), 1_000);
+        kv.begin_call();
+        kv.put("a", b"1".to_vec()).unwrap();
+        setup.commit(&kv);
+
         kv.begin_call();
         kv.put("b", b"2".to_vec()).unwrap();
         kv.delete("a");
@@ -173,12 +314,74 @@ mod tests {
     }
 
     #[test]
+    fn values_are_read_from_memory_until_committed_then_from_the_store() {
+        let setup = Setup::new();
+        let kv = setup.kv(BTreeMap::new(), 1_000);
+        kv.begin_call();
+        kv.put("k", b"1".to_vec()).unwrap();
+        kv.put("gone", b"x".to_vec()).unwrap();
+        setup.commit(&kv);
+        // The next journal taken drops what the store has.
+        kv.begin_call();
+        assert!(kv.take_journal().is_empty());
+        assert_eq!(kv.overlay_len(), 0);
+        assert_eq!(kv.get("k"), Some(b"1".to_vec()), "read from the store");
+
+        // Written and handed over, not committed: read from memory, the store still has the old value.
+        kv.begin_call();
+        kv.put("k", b"2".to_vec()).unwrap();
+        kv.delete("gone");
+        let mut batch = Batch::default();
+        for (key, value) in kv.take_journal() {
+            batch.kv("fw", key, value);
+        }
+        setup.progress.handed_over();
+        assert_eq!(kv.get("k"), Some(b"2".to_vec()));
+        assert_eq!(kv.get("gone"), None);
+        assert_eq!(setup.store.kv_get("fw", "k").unwrap(), Some(b"1".to_vec()));
+        // Written again in the next batch before the first one commits: the later value stays in memory
+        // when the first commits.
+        kv.begin_call();
+        kv.put("k", b"3".to_vec()).unwrap();
+        setup.store.commit(&batch).unwrap();
+        setup.progress.committed_one();
+        let mut second = Batch::default();
+        for (key, value) in kv.take_journal() {
+            second.kv("fw", key, value);
+        }
+        assert_eq!(kv.overlay_len(), 1, "k's third value waits for its own batch");
+        assert_eq!(kv.get("k"), Some(b"3".to_vec()));
+        assert_eq!(kv.get("gone"), None);
+        setup.progress.handed_over();
+        setup.store.commit(&second).unwrap();
+        setup.progress.committed_one();
+        kv.begin_call();
+        kv.take_journal();
+        assert_eq!(kv.overlay_len(), 0);
+        assert_eq!(kv.get("k"), Some(b"3".to_vec()), "read from the store");
+        assert_eq!((kv.len(), kv.keys("")), (1, vec!["k".to_string()]));
+    }
+
+    #[test]
     fn writes_past_the_quota_are_refused_but_shrinking_is_allowed() {
-        let kv = FrameworkKv::new(BTreeMap::new(), 10);
+        let setup = Setup::new();
+        let kv = setup.kv(BTreeMap::new(), 10);
         kv.begin_call();
         kv.put("k", vec![0; 9]).unwrap();
         assert_eq!(kv.put("j", vec![0; 1]), Err(KvRefusal::QuotaExceeded(10)));
         kv.put("k", vec![0; 2]).unwrap();
         assert_eq!(kv.bytes(), 3);
+    }
+
+    #[test]
+    fn loaded_data_counts_against_the_quota_and_reads_from_the_store() {
+        let setup = Setup::new();
+        let mut batch = Batch::default();
+        batch.kv("fw", "a".into(), Some(b"12345".to_vec()));
+        setup.store.commit(&batch).unwrap();
+        let kv = setup.kv(BTreeMap::from([("a".into(), b"12345".to_vec())]), 1_000);
+        assert_eq!(kv.bytes(), 6);
+        assert_eq!(kv.get("a"), Some(b"12345".to_vec()));
+        assert_eq!(kv.get("b"), None);
     }
 }

@@ -35,6 +35,7 @@ pub use core::Master;
 pub use frameworks::NewFramework;
 pub use kv::FrameworkKv;
 pub use query::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, TaskView};
+pub use writer::Progress;
 
 use crate::runtime::bindings as abi;
 use crate::runtime::{PluginLimits, Registry};

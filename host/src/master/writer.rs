@@ -9,6 +9,7 @@
 //! letting unacknowledged work pile up.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -37,14 +38,47 @@ struct Commit {
 pub(crate) struct Writer {
     tx: Option<Sender<Commit>>,
     thread: Option<JoinHandle<()>>,
+    progress: Arc<Progress>,
+}
+
+/// How many batches were handed to the writer and how many of them are committed, so that what was
+/// written can be read back from the store once it is there (framework data, see `kv.rs`). Batches are
+/// numbered from 1 in the order they are handed over, which is the order they are committed in.
+#[derive(Debug, Default)]
+pub struct Progress {
+    handed_over: AtomicU64,
+    committed: AtomicU64,
+}
+
+impl Progress {
+    /// The number the batch being built will carry when it is handed over.
+    pub(crate) fn building(&self) -> u64 {
+        self.handed_over.load(Ordering::Acquire) + 1
+    }
+
+    /// Batches up to this number are committed: a read transaction begun now sees them.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn handed_over(&self) {
+        self.handed_over.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn committed_one(&self) {
+        self.committed.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl Writer {
     pub(crate) fn start(store: Arc<Store>) -> std::io::Result<Writer> {
         let (tx, rx) = bounded::<Commit>(QUEUED_BATCHES);
+        let progress = Arc::new(Progress::default());
+        let committed = progress.clone();
         let thread = std::thread::Builder::new().name("berth-store".into()).spawn(move || {
             for Commit { batch, outbox, replies } in rx {
                 commit(&store, &batch);
+                committed.committed_one();
                 for (tx, message) in outbox {
                     let _ = tx.send(message);
                 }
@@ -53,7 +87,12 @@ impl Writer {
                 }
             }
         })?;
-        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+        Ok(Writer { tx: Some(tx), thread: Some(thread), progress })
+    }
+
+    /// How far the writer has got.
+    pub(crate) fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Hands over a batch and what waits on it. Blocks while the writer is [`QUEUED_BATCHES`] behind.
@@ -62,6 +101,8 @@ impl Writer {
             return;
         }
         let tx = self.tx.as_ref().expect("the writer runs until dropped");
+        // Counted before the send, so that the batch being built never carries this one's number.
+        self.progress.handed_over();
         if tx.send(Commit { batch, outbox, replies }).is_err() {
             // Only if the writer thread panicked, which `commit` never does on its own.
             tracing::error!(target: "berth.master", "the store writer is gone; writes are not persisted");

@@ -393,6 +393,13 @@ impl Store {
         Ok(())
     }
 
+    /// One value of a framework's data, as committed.
+    pub fn kv_get(&self, framework: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let value = txn.open_table(KV)?.get((framework, key))?.map(|v| v.value().to_vec());
+        Ok(value)
+    }
+
     /// Reads everything back.
     pub fn load(&self) -> Result<Loaded, StoreError> {
         fn decode<T: serde::de::DeserializeOwned>(
