@@ -62,7 +62,7 @@ impl ArtifactCache {
         &self,
         engine: &Engine,
         sha256: &str,
-        bytes: &[u8],
+        precompile: impl FnOnce() -> Result<Vec<u8>, LoadError>,
     ) -> Result<(Component, bool), LoadError> {
         let name = self.file_name(sha256);
         if let Ok(artifact) = self.dir.read(&name) {
@@ -75,8 +75,7 @@ impl ArtifactCache {
                 }
             }
         }
-        let artifact =
-            engine.precompile_component(bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let artifact = precompile()?;
         self.store(&name, &artifact)?;
         let component = deserialize(engine, &artifact).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         Ok((component, false))
@@ -97,9 +96,10 @@ impl ArtifactCache {
 
 /// Turns an artifact that this daemon compiled back into a component.
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `artifact` was produced by `Engine::precompile_component` in this daemon (it is read only
-    // from the cache directory, which only `store` writes); uploaded bytes never reach this function.
+    // from the cache directory, which only `store` writes, or comes straight from the compiler);
+    // uploaded bytes never reach this function.
     // wasmtime additionally checks the artifact's engine version and settings and errors on mismatch.
     unsafe { Component::deserialize(engine, artifact) }
 }
