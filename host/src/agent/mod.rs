@@ -215,8 +215,10 @@ pub async fn run(
         }
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Log streams run as their own tasks and hand their chunks to this loop, which owns the link.
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Box<ToMaster>>();
+        // Log streams run as their own tasks and hand their chunks to this loop, which owns the link. The
+        // channel is made for the first stream: most agents never stream logs, and thousands of simulated
+        // agents share one process in scale tests.
+        let mut logs_out: Option<(LogsTx, mpsc::UnboundedReceiver<Box<ToMaster>>)> = None;
         let mut log_streams: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
         loop {
             tokio::select! {
@@ -237,6 +239,7 @@ pub async fn run(
                     Some(FromMaster::Logs(request)) => {
                         let id = request.request_id;
                         let stream = backend.logs(&request.framework, &request.task_id, request.follow, request.tail);
+                        let (out_tx, _) = logs_out.get_or_insert_with(mpsc::unbounded_channel);
                         let handle = tokio::spawn(forward_logs(id, stream, out_tx.clone()));
                         log_streams.retain(|_, h| !h.is_finished());
                         log_streams.insert(id, handle.abort_handle());
@@ -254,7 +257,7 @@ pub async fn run(
                         break;
                     }
                 },
-                Some(message) = out_rx.recv() => {
+                Some(message) = recv_logs(&mut logs_out) => {
                     link.send(*message);
                 }
                 Some(status) = events.recv() => {
@@ -273,6 +276,19 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Where log streams send their chunks.
+type LogsTx = mpsc::UnboundedSender<Box<ToMaster>>;
+
+/// The next log chunk to forward; pending while no stream was ever opened.
+async fn recv_logs(
+    logs: &mut Option<(LogsTx, mpsc::UnboundedReceiver<Box<ToMaster>>)>,
+) -> Option<Box<ToMaster>> {
+    match logs {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
