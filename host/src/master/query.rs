@@ -169,20 +169,20 @@ impl Master {
             .filter(|(_, t)| states.is_empty() || states.contains(&t.status.state))
             .filter(|(_, t)| {
                 filter.node.is_empty()
-                    || t.agent_id == filter.node
-                    || self
-                        .nodes
-                        .get(&t.node)
-                        .is_some_and(|n| n.hostname == filter.node || n.id.to_string() == filter.node)
+                    || self.nodes.get(&t.node).is_some_and(|n| {
+                        n.agent_id == filter.node
+                            || n.hostname == filter.node
+                            || n.id.to_string() == filter.node
+                    })
             })
-            .filter_map(|((f, id), t)| {
+            .filter_map(|(key @ (f, id), t)| {
                 let spec = t.spec.unpack();
                 Some(TaskView {
                     framework: self.frameworks.get(f)?.name.clone(),
                     id: id.clone(),
                     name: spec.name,
-                    agent_id: t.agent_id.clone(),
-                    status: t.status.clone(),
+                    agent_id: self.nodes.get(&t.node).map(|n| n.agent_id.clone()).unwrap_or_default(),
+                    status: self.task_status(key, t),
                     resources: t.resources.clone(),
                     image: spec.container.map(|c| c.image).unwrap_or_default(),
                     launched_at_ms: t.launched_at_ms,

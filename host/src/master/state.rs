@@ -9,7 +9,7 @@ use super::ToAgent;
 use super::kv::FrameworkKv;
 use crate::model::ResourcesExt;
 use crate::runtime::FrameworkInstance;
-use crate::runtime::bindings::{Attribute, Resources, TaskReason, TaskStatus};
+use crate::runtime::bindings::{Attribute, Resources, TaskReason, TaskState, TaskStatus};
 use crate::store::FrameworkRecord;
 
 /// A task, keyed by its framework's compact id and its own id.
@@ -111,9 +111,9 @@ pub struct Task {
     pub kill_grace_period_ms: u32,
     /// The rest of what the framework launched, packed.
     pub spec: PackedSpec,
+    /// Its node (nodes are never forgotten, so its agent id and hostname are found there).
     pub node: u32,
-    pub agent_id: String,
-    pub status: TaskStatus,
+    pub status: LastStatus,
     pub launched_at_ms: u64,
     /// The last status update applied from the agent (duplicates are acknowledged, not applied).
     pub update_uuid: String,
@@ -123,6 +123,30 @@ pub struct Task {
     pub delivered: bool,
     /// A kill was asked for (grace period, reason): re-sent when the agent re-registers.
     pub kill_requested: Option<(u32, TaskReason)>,
+}
+
+/// A task's latest status, without what its key, node and resources say (its id, node, hostname and
+/// ports): `Master::task_status` puts them back. A status with them is ~200 bytes more per task.
+pub struct LastStatus {
+    pub state: TaskState,
+    pub reason: Option<TaskReason>,
+    pub message: Box<str>,
+    pub healthy: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub timestamp_ms: u64,
+}
+
+impl LastStatus {
+    pub fn of(status: &TaskStatus) -> LastStatus {
+        LastStatus {
+            state: status.state,
+            reason: status.reason,
+            message: status.message.as_str().into(),
+            healthy: status.healthy,
+            exit_code: status.exit_code,
+            timestamp_ms: status.timestamp_ms,
+        }
+    }
 }
 
 /// A task's spec as the master keeps it between the launch and a relaunch or a listing, the only places

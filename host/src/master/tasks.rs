@@ -8,7 +8,7 @@ use pb::master_message::Message as ToAgent;
 
 use super::Event;
 use super::core::{Master, publish};
-use super::state::{PackedSpec, Task, TaskKey};
+use super::state::{LastStatus, PackedSpec, Task, TaskKey};
 use crate::convert;
 use crate::model::{ResourcesExt, is_terminal, unix_ms};
 use crate::runtime::bindings::{Resources, TaskReason, TaskSpec, TaskState, TaskStatus};
@@ -43,8 +43,9 @@ impl Master {
         if !terminal {
             self.take_resources(&key, node, &record.spec.resources);
         }
+        let last = LastStatus::of(&status);
         if !delivered && let Some(f) = self.frameworks.get_mut(&fid) {
-            f.pending.push(status.clone());
+            f.pending.push(status);
         }
         self.tasks.insert(
             key,
@@ -53,8 +54,7 @@ impl Master {
                 kill_grace_period_ms: record.spec.kill_grace_period_ms,
                 spec: PackedSpec::new(&convert::task_spec(&record.spec)),
                 node,
-                agent_id: record.agent_id,
-                status,
+                status: last,
                 launched_at_ms: record.launched_at_ms,
                 update_uuid,
                 ended: terminal.then(Instant::now),
@@ -113,11 +113,7 @@ impl Master {
         );
         self.take_resources(&key, node, &resources);
         let message = ToAgent::Launch(pb::LaunchTask { framework: name.clone(), task: Some(wire) });
-        publish(&self.events, || Event::Status {
-            framework: name,
-            agent_id: agent_id.clone(),
-            status: status.clone(),
-        });
+        publish(&self.events, || Event::Status { framework: name, agent_id, status: status.clone() });
         self.tasks.insert(
             key,
             Task {
@@ -125,8 +121,7 @@ impl Master {
                 kill_grace_period_ms,
                 spec: packed,
                 node,
-                agent_id,
-                status,
+                status: LastStatus::of(&status),
                 launched_at_ms: now_ms,
                 update_uuid: String::new(),
                 ended: None,
@@ -135,6 +130,23 @@ impl Master {
             },
         );
         self.send_to_node(node, message);
+    }
+
+    /// A task's latest status in full.
+    pub(super) fn task_status(&self, key: &TaskKey, task: &Task) -> TaskStatus {
+        let last = &task.status;
+        TaskStatus {
+            task_id: key.1.clone(),
+            state: last.state,
+            reason: last.reason,
+            message: last.message.to_string(),
+            healthy: last.healthy,
+            exit_code: last.exit_code,
+            node: Some(task.node),
+            hostname: self.nodes.get(&task.node).map(|n| n.hostname.clone()),
+            ports: task.resources.ports.clone(),
+            timestamp_ms: last.timestamp_ms,
+        }
     }
 
     /// A status with nothing but an id, a state, a reason and a message.
@@ -168,7 +180,7 @@ impl Master {
         reason: TaskReason,
         message: &str,
     ) -> TaskStatus {
-        let mut status = self.tasks[key].status.clone();
+        let mut status = self.task_status(key, &self.tasks[key]);
         status.state = state;
         status.reason = Some(reason);
         status.message = message.to_string();
@@ -183,12 +195,12 @@ impl Master {
         if is_terminal(task.status.state) {
             return;
         }
-        task.status = status.clone();
+        task.status = LastStatus::of(&status);
         task.delivered = false;
         if let Some(uuid) = uuid {
             task.update_uuid = uuid;
         }
-        let (node, agent_id) = (task.node, task.agent_id.clone());
+        let node = task.node;
         let ended = is_terminal(status.state);
         if ended {
             task.ended = Some(Instant::now());
@@ -203,9 +215,10 @@ impl Master {
             &key.1,
             StatusRecord { status: status.clone(), delivered: false, update_uuid: task.update_uuid.clone() },
         );
+        let nodes = &self.nodes;
         publish(&self.events, || Event::Status {
             framework: framework.name.clone(),
-            agent_id,
+            agent_id: nodes.get(&node).map(|n| n.agent_id.clone()).unwrap_or_default(),
             status: status.clone(),
         });
         if !framework.removing {
@@ -218,19 +231,15 @@ impl Master {
         let Some(name) = self.frameworks.get(&framework).map(|f| f.name.clone()) else { return };
         for id in task_ids {
             let key = (framework, id);
-            if let Some(task) = self.tasks.get_mut(&key)
-                && !task.delivered
-            {
+            let Some(task) = self.tasks.get(&key).filter(|t| !t.delivered) else { continue };
+            let record = StatusRecord {
+                status: self.task_status(&key, task),
+                delivered: true,
+                update_uuid: task.update_uuid.clone(),
+            };
+            self.batch.put_status(&name, &key.1, record);
+            if let Some(task) = self.tasks.get_mut(&key) {
                 task.delivered = true;
-                self.batch.put_status(
-                    &name,
-                    &key.1,
-                    StatusRecord {
-                        status: task.status.clone(),
-                        delivered: true,
-                        update_uuid: task.update_uuid.clone(),
-                    },
-                );
             }
         }
     }
