@@ -18,18 +18,31 @@ use crate::model::unix_ms;
 
 /// A backend that runs nothing.
 pub struct SimulatedBackend {
-    /// Running tasks by (framework, task id). Their statuses are built when reported: thousands of
+    /// Running tasks by framework and task id. Their statuses are built when reported: thousands of
     /// simulated agents share one process in scale tests, so each task keeps only what differs.
-    tasks: Arc<Mutex<HashMap<(String, String), Running>>>,
+    tasks: Arc<Mutex<Tasks>>,
     events: StatusSender,
     agent_id: Arc<str>,
     hostname: Arc<str>,
 }
 
+/// Running tasks by framework, then task id.
+type Tasks = HashMap<Box<str>, HashMap<Box<str>, Running>>;
+
 /// What a running simulated task keeps.
 struct Running {
-    ports: Vec<pb::PortRange>,
+    ports: Box<[pb::PortRange]>,
     started_ms: u64,
+}
+
+/// Removes a task, forgetting its framework with its last task.
+fn remove(tasks: &mut Tasks, framework: &str, task_id: &str) -> Option<Running> {
+    let of_framework = tasks.get_mut(framework)?;
+    let running = of_framework.remove(task_id);
+    if of_framework.is_empty() {
+        tasks.remove(framework);
+    }
+    running
 }
 
 impl SimulatedBackend {
@@ -82,10 +95,12 @@ impl Backend for SimulatedBackend {
         let now = unix_ms();
         {
             let mut tasks = self.tasks.lock().expect("tasks lock");
-            if tasks.contains_key(&key) {
+            let of_framework = tasks.entry(key.0.as_str().into()).or_default();
+            if of_framework.contains_key(key.1.as_str()) {
                 return;
             }
-            tasks.insert(key.clone(), Running { ports: ports.clone(), started_ms: now });
+            of_framework
+                .insert(key.1.as_str().into(), Running { ports: ports.clone().into(), started_ms: now });
         }
         let me = (&*self.agent_id, &*self.hostname);
         let id = (key.0.as_str(), key.1.as_str());
@@ -100,7 +115,7 @@ impl Backend for SimulatedBackend {
         let (agent_id, hostname) = (self.agent_id.clone(), self.hostname.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(after)).await;
-            if tasks.lock().expect("tasks lock").remove(&key).is_none() {
+            if remove(&mut tasks.lock().expect("tasks lock"), &key.0, &key.1).is_none() {
                 return;
             }
             let (state, reason, message) = if code == 0 {
@@ -117,8 +132,7 @@ impl Backend for SimulatedBackend {
     }
 
     fn kill(&self, framework: &str, task_id: &str, _grace: Duration, reason: pb::TaskReason) {
-        let removed =
-            self.tasks.lock().expect("tasks lock").remove(&(framework.to_string(), task_id.to_string()));
+        let removed = remove(&mut self.tasks.lock().expect("tasks lock"), framework, task_id);
         if let Some(running) = removed {
             let me = (&*self.agent_id, &*self.hostname);
             let mut status =
@@ -135,15 +149,17 @@ impl Backend for SimulatedBackend {
             .lock()
             .expect("tasks lock")
             .iter()
-            .map(|((framework, id), r)| {
-                status(me, (framework, id), &r.ports, pb::TaskState::Running, r.started_ms)
+            .flat_map(|(framework, tasks)| {
+                tasks.iter().map(move |(id, r)| {
+                    status(me, (framework, id), &r.ports, pb::TaskState::Running, r.started_ms)
+                })
             })
             .collect();
         Box::pin(async move { tasks })
     }
 
     fn running(&self) -> u32 {
-        self.tasks.lock().expect("tasks lock").len() as u32
+        self.tasks.lock().expect("tasks lock").values().map(HashMap::len).sum::<usize>() as u32
     }
 
     fn logs(
