@@ -402,7 +402,8 @@ impl pb::task_service_server::TaskService for Services {
                 }
             }
             loop {
-                let (framework, agent_id, status) = match events.recv().await {
+                let event = events.recv().await;
+                let (framework, agent_id, status) = match event.as_deref() {
                     Ok(Event::Status { framework, agent_id, status }) => (framework, agent_id, status),
                     Ok(Event::Framework { .. }) => continue,
                     Err(RecvError::Lagged(n)) => {
@@ -415,12 +416,12 @@ impl pb::task_service_server::TaskService for Services {
                     }
                     Err(RecvError::Closed) => return,
                 };
-                let matches = (f.framework.is_empty() || f.framework == framework)
+                let matches = (f.framework.is_empty() || f.framework == *framework)
                     && (states.is_empty() || states.contains(&status.state))
                     && (f.node.is_empty()
-                        || f.node == agent_id
+                        || f.node == *agent_id
                         || status.hostname.as_deref() == Some(f.node.as_str()));
-                if matches && tx.send(Ok(convert::status(&framework, &agent_id, &status))).await.is_err() {
+                if matches && tx.send(Ok(convert::status(framework, agent_id, status))).await.is_err() {
                     return;
                 }
             }

@@ -96,11 +96,11 @@ async fn events(
     });
     let updates =
         tokio_stream::wrappers::BroadcastStream::new(state.handle.subscribe()).filter_map(move |item| {
-            let out = match item {
+            let out = match item.as_deref() {
                 Ok(crate::master::Event::Framework { framework: f, event })
-                    if f == framework && (types.is_empty() || types.contains(&event.kind)) =>
+                    if *f == framework && (types.is_empty() || types.contains(&event.kind)) =>
                 {
-                    Some(Ok(SseEvent::default().event(event.kind).data(event.payload)))
+                    Some(Ok(SseEvent::default().event(&event.kind).data(&event.payload)))
                 }
                 _ => None,
             };

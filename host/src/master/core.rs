@@ -9,6 +9,7 @@ use berth_proto::v1 as pb;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::{broadcast, mpsc};
 
+use super::Events;
 use super::query::CycleView;
 use super::state::{FastMap, Framework, Node, Task, TaskKey};
 use super::writer::{Outgoing, Progress, Reply, Writer};
@@ -68,7 +69,7 @@ pub struct Master {
     pub(super) last_cycle: Instant,
     pub(super) cycles: VecDeque<CycleView>,
     pub(super) cycle_count: u64,
-    pub(super) events: broadcast::Sender<Event>,
+    pub(super) events: Events,
     /// How far the store writer has got (framework data is read back from the store once committed).
     pub(super) progress: Arc<Progress>,
     last_housekeeping: Instant,
@@ -117,11 +118,7 @@ pub(super) fn start(
 }
 
 impl Master {
-    fn open(
-        config: MasterConfig,
-        registry: Arc<Registry>,
-        events: broadcast::Sender<Event>,
-    ) -> anyhow::Result<Master> {
+    fn open(config: MasterConfig, registry: Arc<Registry>, events: Events) -> anyhow::Result<Master> {
         let store = Arc::new(
             Store::open(&config.data_dir)
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
@@ -460,9 +457,9 @@ impl Master {
 
 /// Publishes an event to watchers; it is not even built when nobody watches (statuses are the master's
 /// hottest path). A function of the channel alone, so callers can hold other parts of the master.
-pub(super) fn publish(events: &broadcast::Sender<Event>, event: impl FnOnce() -> Event) {
+pub(super) fn publish(events: &Events, event: impl FnOnce() -> Event) {
     if events.receiver_count() > 0 {
-        let _ = events.send(event());
+        let _ = events.send(Arc::new(event()));
     }
 }
 

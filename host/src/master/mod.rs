@@ -128,6 +128,10 @@ pub enum Event {
     },
 }
 
+/// Where the master publishes events. Shared, not cloned per watcher, and small in the channel, which
+/// keeps every slot for its whole life (16,384 of them: 3.5 MB of events, 0.8 MB of pointers).
+pub type Events = broadcast::Sender<Arc<Event>>;
+
 /// The master's side of an agent connection. Messages are boxed because a channel keeps a block of 32
 /// slots per connection for its whole life: a boxed slot is 8 bytes where a message is 440, which is
 /// 14 KiB less per agent (140 MB at 10,000 agents).
@@ -168,7 +172,7 @@ type Job = Box<dyn FnOnce(&mut core::Master) + Send>;
 #[derive(Clone, Debug)]
 pub struct MasterHandle {
     commands: crossbeam_channel::Sender<core::Command>,
-    events: broadcast::Sender<Event>,
+    events: Events,
     registry: Arc<Registry>,
     next_connection: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -211,7 +215,7 @@ impl MasterHandle {
     }
 
     /// Status updates and framework events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
 
