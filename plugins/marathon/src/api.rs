@@ -478,8 +478,8 @@ impl Marathon {
         let grace = current.app.kill_grace_ms();
         let mut killed = 0;
         for id in ids {
-            if let Some(t) = self.state.tasks.get_mut(id)
-                && t.app == app_id
+            if let Some(t) = self.state.tasks.get_mut(id.as_str())
+                && *t.app == *app_id
                 && !t.killing
             {
                 t.killing = true;
@@ -512,10 +512,11 @@ impl Marathon {
             .state
             .app_tasks_sorted(id)
             .into_iter()
-            .filter(|t| host.is_none_or(|h| t.host == h))
-            .map(|t| t.id.clone())
+            .filter(|t| host.is_none_or(|h| *t.host == *h))
+            .map(|t| t.id.to_string())
             .collect();
-        let tasks: Vec<Value> = ids.iter().filter_map(|i| self.state.tasks.get(i)).map(task_json).collect();
+        let tasks: Vec<Value> =
+            ids.iter().filter_map(|i| self.state.tasks.get(i.as_str())).map(task_json).collect();
         match self.kill_tasks(id, &ids, params.flag("scale"), params.flag("force")) {
             Ok(Some((d, v))) => deployment_reply(200, &d, &v),
             Ok(None) => reply(200, json!({ "tasks": tasks })),
@@ -524,7 +525,7 @@ impl Marathon {
     }
 
     fn kill_one(&mut self, app_id: &str, task_id: &str, params: &Params) -> HttpResponse {
-        let Some(task) = self.state.tasks.get(task_id).filter(|t| t.app == app_id).map(task_json) else {
+        let Some(task) = self.state.tasks.get(task_id).filter(|t| *t.app == *app_id).map(task_json) else {
             return message(404, &format!("Task '{task_id}' does not exist"));
         };
         match self.kill_tasks(app_id, &[task_id.to_string()], params.flag("scale"), params.flag("force")) {
@@ -541,7 +542,7 @@ impl Marathon {
         let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for id in ids.iter().filter_map(Value::as_str) {
             if let Some(t) = self.state.tasks.get(id) {
-                by_app.entry(t.app.clone()).or_default().push(id.to_string());
+                by_app.entry(t.app.to_string()).or_default().push(id.to_string());
             }
         }
         for (app, ids) in by_app {

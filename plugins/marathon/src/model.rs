@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::rc::Rc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -71,13 +73,16 @@ pub enum Phase {
 
 /// A task that has not ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Its strings are shared: the id with the state's indexes, the app, version and host with every task
+/// that has the same (a framework with 100,000 tasks keeps 100 apps' ids, not 100,000 copies).
 pub struct Task {
-    pub id: String,
-    pub app: String,
+    pub id: Rc<str>,
+    pub app: Rc<str>,
     /// The app's `config_version` when it was launched.
-    pub version: String,
+    pub version: Rc<str>,
     pub phase: Phase,
-    pub host: String,
+    pub host: Rc<str>,
     pub attributes: Vec<(String, String)>,
     pub ports: Vec<u16>,
     pub staged_at_ms: u64,
@@ -152,9 +157,11 @@ pub struct State {
     pub apps: BTreeMap<String, AppState>,
     /// Tasks by id. Hashed rather than ordered: lookups by id are on every status update, and ids share
     /// long prefixes (the app id) that make ordered comparisons slow. Listings sort.
-    pub tasks: FxHashMap<String, Task>,
+    pub tasks: FxHashMap<Rc<str>, Task>,
     /// Task ids by app.
-    pub by_app: FxHashMap<String, FxHashSet<String>>,
+    pub by_app: FxHashMap<Rc<str>, FxHashSet<Rc<str>>>,
+    /// The apps, versions and hosts tasks refer to, each kept once.
+    names: FxHashSet<Rc<str>>,
     pub deployments: BTreeMap<String, Deployment>,
     pub meta: Meta,
     /// App definitions by `version/<id>@<version>` key, written once.
@@ -179,8 +186,7 @@ impl State {
         }
         for key in store.keys("task/") {
             let task: Task = decode(&key, &store.get(&key).unwrap_or_default())?;
-            state.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
-            state.tasks.insert(task.id.clone(), task);
+            state.index_task(task);
         }
         for key in store.keys("deployment/") {
             let d: Deployment = decode(&key, &store.get(&key).unwrap_or_default())?;
@@ -229,9 +235,9 @@ impl State {
     pub fn touch_task(&mut self, id: &str) {
         self.dirty.insert(format!("task/{id}"));
         if let Some(task) = self.tasks.get(id)
-            && !self.changed_apps.contains(&task.app)
+            && !self.changed_apps.contains(&*task.app)
         {
-            self.changed_apps.insert(task.app.clone());
+            self.changed_apps.insert(task.app.to_string());
         }
     }
 
@@ -261,10 +267,29 @@ impl State {
     }
 
     pub fn insert_task(&mut self, task: Task) {
-        self.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
         let id = task.id.clone();
-        self.tasks.insert(task.id.clone(), task);
+        self.index_task(task);
         self.touch_task(&id);
+    }
+
+    fn index_task(&mut self, mut task: Task) {
+        task.app = self.intern(&task.app);
+        task.version = self.intern(&task.version);
+        task.host = self.intern(&task.host);
+        self.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    /// The shared copy of `name`. Names are few (apps, their versions, hosts) and are kept for the
+    /// instance's life.
+    fn intern(&mut self, name: &Rc<str>) -> Rc<str> {
+        match self.names.get(&**name) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.names.insert(name.clone());
+                name.clone()
+            }
+        }
     }
 
     pub fn remove_task(&mut self, id: &str) -> Option<Task> {
@@ -323,5 +348,44 @@ pub mod testing {
         fn keys(&self, prefix: &str) -> Vec<String> {
             self.0.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, app: &str, host: &str) -> Task {
+        Task {
+            id: id.into(),
+            app: app.into(),
+            version: "2026-11-21T00:00:00.000Z".into(),
+            phase: Phase::Running,
+            host: host.into(),
+            attributes: vec![],
+            ports: vec![],
+            staged_at_ms: 0,
+            started_at_ms: None,
+            healthy: None,
+            has_health_checks: false,
+            last_health_ms: None,
+            killing: false,
+        }
+    }
+
+    #[test]
+    fn tasks_share_their_app_version_and_host_and_round_trip_through_json() {
+        let mut state = State::default();
+        state.insert_task(task("web.1", "/web", "h1"));
+        state.insert_task(task("web.2", "/web", "h1"));
+        let (a, b) = (&state.tasks["web.1"], &state.tasks["web.2"]);
+        assert!(
+            Rc::ptr_eq(&a.app, &b.app) && Rc::ptr_eq(&a.version, &b.version) && Rc::ptr_eq(&a.host, &b.host)
+        );
+        assert!(Rc::ptr_eq(&a.id, state.by_app["/web"].get("web.1").unwrap()), "the index shares the id");
+        let json = serde_json::to_vec(a).unwrap();
+        assert_eq!(&serde_json::from_slice::<Task>(&json).unwrap(), a);
+        assert_eq!(state.remove_task("web.1").map(|t| t.id.to_string()), Some("web.1".to_string()));
+        assert_eq!(state.app_tasks("/web").count(), 1);
     }
 }

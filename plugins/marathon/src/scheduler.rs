@@ -113,7 +113,7 @@ fn choose_kills(mut tasks: Vec<&Task>, count: usize, selection: KillSelection) -
         };
         rank(a).cmp(&rank(b)).then(age).then(a.id.cmp(&b.id))
     });
-    tasks.into_iter().take(count).map(|t| t.id.clone()).collect()
+    tasks.into_iter().take(count).map(|t| t.id.to_string()).collect()
 }
 
 impl Marathon {
@@ -158,10 +158,11 @@ impl Marathon {
         let Some(a) = self.state.apps.get(app_id) else { return Plan::default() };
         let active: Vec<&Task> = self.state.app_tasks(app_id).filter(|t| t.active()).collect();
         if a.deleting {
-            return Plan { kill: active.iter().map(|t| t.id.clone()).collect(), ..Plan::default() };
+            return Plan { kill: active.iter().map(|t| t.id.to_string()).collect(), ..Plan::default() };
         }
         let n = a.app.instances as usize;
-        let (old, new): (Vec<&Task>, Vec<&Task>) = active.iter().partition(|t| t.version != a.config_version);
+        let (old, new): (Vec<&Task>, Vec<&Task>) =
+            active.iter().partition(|t| *t.version != *a.config_version);
         let mut plan = Plan::default();
         let launch = if old.is_empty() {
             if new.len() > n {
@@ -190,10 +191,10 @@ impl Marathon {
             });
             for t in old_sorted {
                 if !t.healthy() {
-                    plan.kill.push(t.id.clone());
+                    plan.kill.push(t.id.to_string());
                     remaining -= 1;
                 } else if healthy_left > min_healthy {
-                    plan.kill.push(t.id.clone());
+                    plan.kill.push(t.id.to_string());
                     healthy_left -= 1;
                     remaining -= 1;
                 }
@@ -299,11 +300,11 @@ impl Marathon {
         let has_health_checks = !app.health_checks.is_empty();
         self.state.next_seq();
         self.state.insert_task(Task {
-            id,
-            app: app_id.to_string(),
-            version,
+            id: id.into(),
+            app: app_id.into(),
+            version: version.into(),
             phase: Phase::Staging,
-            host: offer.hostname.clone(),
+            host: offer.hostname.as_str().into(),
             attributes: offer.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
             ports,
             staged_at_ms: self.now_ms,
@@ -325,7 +326,7 @@ impl Marathon {
     }
 
     fn apply(&mut self, u: TaskStatus) {
-        let Some(task) = self.state.tasks.get(&u.task_id) else {
+        let Some(task) = self.state.tasks.get(u.task_id.as_str()) else {
             // A task this framework does not know (or already forgot): it must not run.
             if !terminal(u.state) {
                 self.actions.push(Action::Kill(KillTask { task_id: u.task_id, grace_period_ms: None }));
@@ -344,7 +345,7 @@ impl Marathon {
             host: &task.host,
             ports: &task.ports,
             ip_addresses: [],
-            version: self.state.apps.get(&task.app).map_or("", |a| a.version.as_str()),
+            version: self.state.apps.get(&*task.app).map_or("", |a| a.version.as_str()),
         };
         let payload = serde_json::to_string(&event).expect("an event serializes");
         self.events.push(Event { kind: "status_update_event".into(), payload });
@@ -353,7 +354,7 @@ impl Marathon {
             self.task_ended(&task, &u);
             return;
         }
-        let t = self.state.tasks.get_mut(&u.task_id).expect("looked up above");
+        let t = self.state.tasks.get_mut(u.task_id.as_str()).expect("looked up above");
         match u.state {
             TaskState::Staging => t.phase = Phase::Staging,
             TaskState::Starting => t.phase = Phase::Starting,
@@ -388,10 +389,10 @@ impl Marathon {
             return;
         }
         let now = self.now_ms;
-        let Some(a) = self.state.apps.get_mut(&task.app) else { return };
+        let Some(a) = self.state.apps.get_mut(&*task.app) else { return };
         a.last_failure = Some(TaskFailure {
-            task_id: task.id.clone(),
-            host: task.host.clone(),
+            task_id: task.id.to_string(),
+            host: task.host.to_string(),
             state: state_name(u.state).into(),
             message: u.message.clone(),
             timestamp_ms: u.timestamp_ms,
@@ -433,7 +434,7 @@ impl Marathon {
             let kill = plan.kill.clone();
             let grace = self.state.apps[id].app.kill_grace_ms();
             for task in kill {
-                if let Some(t) = self.state.tasks.get_mut(&task) {
+                if let Some(t) = self.state.tasks.get_mut(task.as_str()) {
                     t.killing = true;
                     self.state.touch_task(&task);
                     actions.push(Action::Kill(KillTask { task_id: task, grace_period_ms: Some(grace) }));
@@ -478,7 +479,7 @@ impl Marathon {
             return tasks.is_empty();
         }
         tasks.len() == a.app.instances as usize
-            && tasks.iter().all(|t| t.version == a.config_version && !t.killing && t.healthy())
+            && tasks.iter().all(|t| *t.version == *a.config_version && !t.killing && t.healthy())
     }
 
     /// Ends a deployment with `event` (`deployment_success` or `deployment_failed`); a finished stop forgets
@@ -499,7 +500,7 @@ impl Marathon {
             for v in &a.versions {
                 self.state.drop_version(version_key(&d.app, v));
             }
-            self.state.by_app.remove(&d.app);
+            self.state.by_app.remove(d.app.as_str());
         }
     }
 
@@ -784,7 +785,7 @@ mod tests {
         assert_eq!(plan.kill.len(), 2, "kill down to 2 healthy: {plan:?}");
         assert_eq!(plan.launch, 2, "and start 2 new ones, staying within 4 tasks");
         for id in &plan.kill {
-            m.state.tasks.get_mut(id).unwrap().killing = true;
+            m.state.tasks.get_mut(id.as_str()).unwrap().killing = true;
         }
         let plan = m.plan("/web");
         assert_eq!((plan.launch, plan.kill.len()), (2, 0), "the same plan until the new tasks exist");
@@ -816,7 +817,7 @@ mod tests {
         for i in 0..4 {
             let id = format!("t{i}");
             task(&mut m, &id, "v1", true);
-            m.state.tasks.get_mut(&id).unwrap().started_at_ms = Some(m.now_ms);
+            m.state.tasks.get_mut(id.as_str()).unwrap().started_at_ms = Some(m.now_ms);
             let status = TaskStatus {
                 task_id: id,
                 state: TaskState::Failed,
