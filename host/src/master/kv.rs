@@ -266,16 +266,25 @@ mod tests {
             FrameworkKv::new("fw", data, quota, self.store.clone(), self.progress.clone())
         }
 
-        /// Takes the journal into a batch and commits it as the writer would: numbered when handed over,
-        /// counted once committed.
-        fn commit(&self, kv: &FrameworkKv) {
+        /// Takes the journal into a batch and hands it over, as the master does: numbered when handed over.
+        fn hand_over(&self, kv: &FrameworkKv) -> Batch {
             let mut batch = Batch::default();
             for (key, value) in kv.take_journal() {
                 batch.kv("fw", key, value);
             }
             self.progress.handed_over();
-            self.store.commit(&batch).unwrap();
+            batch
+        }
+
+        /// Commits a batch handed over, as the writer does: counted once committed.
+        fn commit_handed(&self, batch: &Batch) {
+            self.store.commit(batch).unwrap();
             self.progress.committed_one();
+        }
+
+        fn commit(&self, kv: &FrameworkKv) {
+            let batch = self.hand_over(kv);
+            self.commit_handed(&batch);
         }
     }
 
@@ -331,11 +340,7 @@ mod tests {
         kv.begin_call();
         kv.put("k", b"2".to_vec()).unwrap();
         kv.delete("gone");
-        let mut batch = Batch::default();
-        for (key, value) in kv.take_journal() {
-            batch.kv("fw", key, value);
-        }
-        setup.progress.handed_over();
+        let batch = setup.hand_over(&kv);
         assert_eq!(kv.get("k"), Some(b"2".to_vec()));
         assert_eq!(kv.get("gone"), None);
         assert_eq!(setup.store.kv_get("fw", "k").unwrap(), Some(b"1".to_vec()));
@@ -343,18 +348,12 @@ mod tests {
         // when the first commits.
         kv.begin_call();
         kv.put("k", b"3".to_vec()).unwrap();
-        setup.store.commit(&batch).unwrap();
-        setup.progress.committed_one();
-        let mut second = Batch::default();
-        for (key, value) in kv.take_journal() {
-            second.kv("fw", key, value);
-        }
+        setup.commit_handed(&batch);
+        let second = setup.hand_over(&kv);
         assert_eq!(kv.overlay_len(), 1, "k's third value waits for its own batch");
         assert_eq!(kv.get("k"), Some(b"3".to_vec()));
         assert_eq!(kv.get("gone"), None);
-        setup.progress.handed_over();
-        setup.store.commit(&second).unwrap();
-        setup.progress.committed_one();
+        setup.commit_handed(&second);
         kv.begin_call();
         kv.take_journal();
         assert_eq!(kv.overlay_len(), 0);
