@@ -1,6 +1,5 @@
 //! Tasks: launching, applying status updates, killing, and forgetting finished ones.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use berth_proto::v1 as pb;
@@ -105,7 +104,8 @@ impl Master {
         let (resources, kill_grace_period_ms) = (spec.resources.clone(), spec.kill_grace_period_ms);
         let wire = convert::task_spec(&spec);
         let packed = PackedSpec::new(&wire);
-        self.batch.put_task(&name, &key.1, Arc::new(spec), &agent_id, now_ms);
+        let record = TaskRecord { spec, agent_id: agent_id.clone(), launched_at_ms: now_ms };
+        self.batch.put_task(&name, &key.1, record);
         self.batch.put_status(
             &name,
             &key.1,

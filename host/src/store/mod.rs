@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::Dir;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::runtime::bindings::TaskSpec;
-
-use records::TaskRecordRef;
 pub use records::{
     AgentRecord, FrameworkRecord, PluginRecord, PluginVersionRecord, StatusRecord, TaskRecord,
 };
@@ -74,8 +71,8 @@ enum Op {
     Plugin(String, Option<Vec<u8>>),
     PluginVersion(String, u32, Option<Vec<u8>>),
     Framework(String, Option<Vec<u8>>),
-    /// Encoded when committed (on the writer thread), sharing the master's copy of the spec.
-    Task(String, String, Option<Box<TaskWrite>>),
+    /// Encoded when committed (on the writer thread).
+    Task(String, String, Option<Box<TaskRecord>>),
     /// Encoded when committed (on the writer thread), and only if no later status of the task in the
     /// same batch replaced it.
     Status(String, String, Option<Box<StatusRecord>>),
@@ -97,14 +94,6 @@ impl Op {
             _ => None,
         }
     }
-}
-
-/// A task's launch record, encoded when its batch is committed.
-#[derive(Debug)]
-struct TaskWrite {
-    spec: std::sync::Arc<TaskSpec>,
-    agent_id: String,
-    launched_at_ms: u64,
 }
 
 /// Writes collected during one master loop iteration, committed together.
@@ -194,17 +183,9 @@ impl Batch {
         self.ops.push(Op::ClearKv(name.into()));
     }
 
-    /// Writes a task's launch record (a [`TaskRecord`] of these parts; the spec is shared, not copied).
-    pub fn put_task(
-        &mut self,
-        framework: &str,
-        task: &str,
-        spec: std::sync::Arc<TaskSpec>,
-        agent_id: &str,
-        launched_at_ms: u64,
-    ) {
-        let write = TaskWrite { spec, agent_id: agent_id.into(), launched_at_ms };
-        self.push(Op::Task(framework.into(), task.into(), Some(Box::new(write))));
+    /// Writes a task's launch record.
+    pub fn put_task(&mut self, framework: &str, task: &str, record: TaskRecord) {
+        self.push(Op::Task(framework.into(), task.into(), Some(Box::new(record))));
     }
 
     /// Writes a task's latest status.
@@ -353,13 +334,8 @@ impl Store {
                     Op::PluginVersion(k, n, None) => drop(versions.remove((k.as_str(), *n))?),
                     Op::Framework(k, Some(v)) => drop(frameworks.insert(k.as_str(), v.as_slice())?),
                     Op::Framework(k, None) => drop(frameworks.remove(k.as_str())?),
-                    Op::Task(f, t, Some(w)) => {
-                        let record = TaskRecordRef {
-                            spec: &w.spec,
-                            agent_id: &w.agent_id,
-                            launched_at_ms: w.launched_at_ms,
-                        };
-                        drop(tasks.insert((f.as_str(), t.as_str()), json(&record).as_slice())?)
+                    Op::Task(f, t, Some(record)) => {
+                        drop(tasks.insert((f.as_str(), t.as_str()), json(record).as_slice())?)
                     }
                     Op::Task(f, t, None) => drop(tasks.remove((f.as_str(), t.as_str()))?),
                     Op::Status(f, t, Some(record)) => {
@@ -534,12 +510,17 @@ mod tests {
         use crate::runtime::bindings::TaskState;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let spec = std::sync::Arc::new(crate::master::validate::tests::task("t1", 100, vec![]));
+        let spec = crate::master::validate::tests::task("t1", 100, vec![]);
+        let record = |agent_id: &str, launched_at_ms| TaskRecord {
+            spec: spec.clone(),
+            agent_id: agent_id.into(),
+            launched_at_ms,
+        };
         let mut batch = Batch::default();
-        batch.put_task("fw", "t1", spec.clone(), "agent-1", 7);
+        batch.put_task("fw", "t1", record("agent-1", 7));
         batch.put_status("fw", "t1", status("t1", TaskState::Staging, true));
         batch.put_status("fw", "t1", status("t1", TaskState::Starting, false));
-        batch.put_task("fw", "t2", spec.clone(), "agent-1", 7);
+        batch.put_task("fw", "t2", record("agent-1", 7));
         batch.put_status("fw", "t2", status("t2", TaskState::Staging, true));
         batch.put_status("fw", "t1", status("t1", TaskState::Running, false));
         batch.put_status("fw", "t1", status("t1", TaskState::Running, true));
@@ -559,7 +540,7 @@ mod tests {
         let (task, latest) = &loaded.tasks[&("fw".to_string(), "t1".to_string())];
         assert_eq!(task.agent_id, "agent-1");
         assert_eq!(task.launched_at_ms, 7);
-        assert_eq!(task.spec, *spec);
+        assert_eq!(task.spec, spec);
         let latest = latest.as_ref().unwrap();
         assert_eq!((latest.status.state, latest.delivered), (TaskState::Running, true));
         let (_, t2) = &loaded.tasks[&("fw".to_string(), "t2".to_string())];
@@ -572,20 +553,12 @@ mod tests {
         batch.put_status("fw", "t2", status("t2", TaskState::Running, true));
         batch.delete_task("fw", "t2");
         batch.delete_task("fw", "t1");
-        batch.put_task("fw", "t1", spec, "agent-2", 8);
+        batch.put_task("fw", "t1", record("agent-2", 8));
         store.commit(&batch).unwrap();
         let loaded = store.load().unwrap();
         assert!(!loaded.tasks.contains_key(&("fw".to_string(), "t2".to_string())));
         let (task, latest) = &loaded.tasks[&("fw".to_string(), "t1".to_string())];
         assert_eq!((task.agent_id.as_str(), latest.is_none()), ("agent-2", true));
-    }
-
-    #[test]
-    fn a_borrowed_task_record_encodes_as_the_record_it_is_read_back_as() {
-        let spec = crate::master::validate::tests::task("t1", 250, vec![]);
-        let owned = TaskRecord { spec: spec.clone(), agent_id: "a".into(), launched_at_ms: 3 };
-        let borrowed = TaskRecordRef { spec: &spec, agent_id: "a", launched_at_ms: 3 };
-        assert_eq!(json(&borrowed), json(&owned));
     }
 
     #[test]

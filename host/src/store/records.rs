@@ -62,14 +62,6 @@ pub struct TaskRecord {
     pub launched_at_ms: u64,
 }
 
-/// A [`TaskRecord`] to write, borrowing its parts (encodes exactly as `TaskRecord` does).
-#[derive(Serialize)]
-pub(super) struct TaskRecordRef<'a> {
-    pub spec: &'a TaskSpec,
-    pub agent_id: &'a str,
-    pub launched_at_ms: u64,
-}
-
 /// A task's latest status and whether the framework has seen it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusRecord {
