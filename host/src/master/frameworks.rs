@@ -411,7 +411,7 @@ impl Master {
         for task_id in ids {
             let status = match self.tasks.get(&(id, task_id.clone())) {
                 Some(task) => {
-                    let mut status = self.task_status(&(id, task_id.clone()), task);
+                    let mut status = task.full_status(&task_id, self.nodes.get(&task.node));
                     if !is_terminal(status.state) || status.reason.is_none() {
                         status.reason = Some(TaskReason::Reconciliation);
                     }

@@ -175,14 +175,14 @@ impl Master {
                             || n.id.to_string() == filter.node
                     })
             })
-            .filter_map(|(key @ (f, id), t)| {
+            .filter_map(|((f, id), t)| {
                 let spec = t.spec.unpack();
                 Some(TaskView {
                     framework: self.frameworks.get(f)?.name.clone(),
                     id: id.clone(),
                     name: spec.name,
                     agent_id: self.nodes.get(&t.node).map(|n| n.agent_id.clone()).unwrap_or_default(),
-                    status: self.task_status(key, t),
+                    status: t.full_status(id, self.nodes.get(&t.node)),
                     resources: t.resources.clone(),
                     image: spec.container.map(|c| c.image).unwrap_or_default(),
                     launched_at_ms: t.launched_at_ms,

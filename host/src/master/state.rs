@@ -125,8 +125,28 @@ pub struct Task {
     pub kill_requested: Option<(u32, TaskReason)>,
 }
 
+impl Task {
+    /// Its latest status in full; `id` is its id and `node` its node (never missing: nodes are not
+    /// forgotten).
+    pub fn full_status(&self, id: &str, node: Option<&Node>) -> TaskStatus {
+        let last = &self.status;
+        TaskStatus {
+            task_id: id.to_string(),
+            state: last.state,
+            reason: last.reason,
+            message: last.message.to_string(),
+            healthy: last.healthy,
+            exit_code: last.exit_code,
+            node: Some(self.node),
+            hostname: node.map(|n| n.hostname.clone()),
+            ports: self.resources.ports.clone(),
+            timestamp_ms: last.timestamp_ms,
+        }
+    }
+}
+
 /// A task's latest status, without what its key, node and resources say (its id, node, hostname and
-/// ports): `Master::task_status` puts them back. A status with them is ~200 bytes more per task.
+/// ports): [`Task::full_status`] puts them back. A status with them is ~200 bytes more per task.
 pub struct LastStatus {
     pub state: TaskState,
     pub reason: Option<TaskReason>,

@@ -132,23 +132,6 @@ impl Master {
         self.send_to_node(node, message);
     }
 
-    /// A task's latest status in full.
-    pub(super) fn task_status(&self, key: &TaskKey, task: &Task) -> TaskStatus {
-        let last = &task.status;
-        TaskStatus {
-            task_id: key.1.clone(),
-            state: last.state,
-            reason: last.reason,
-            message: last.message.to_string(),
-            healthy: last.healthy,
-            exit_code: last.exit_code,
-            node: Some(task.node),
-            hostname: self.nodes.get(&task.node).map(|n| n.hostname.clone()),
-            ports: task.resources.ports.clone(),
-            timestamp_ms: last.timestamp_ms,
-        }
-    }
-
     /// A status with nothing but an id, a state, a reason and a message.
     pub(super) fn blank_status(
         &self,
@@ -180,7 +163,8 @@ impl Master {
         reason: TaskReason,
         message: &str,
     ) -> TaskStatus {
-        let mut status = self.task_status(key, &self.tasks[key]);
+        let task = &self.tasks[key];
+        let mut status = task.full_status(&key.1, self.nodes.get(&task.node));
         status.state = state;
         status.reason = Some(reason);
         status.message = message.to_string();
@@ -231,15 +215,16 @@ impl Master {
         let Some(name) = self.frameworks.get(&framework).map(|f| f.name.clone()) else { return };
         for id in task_ids {
             let key = (framework, id);
-            let Some(task) = self.tasks.get(&key).filter(|t| !t.delivered) else { continue };
-            let record = StatusRecord {
-                status: self.task_status(&key, task),
-                delivered: true,
-                update_uuid: task.update_uuid.clone(),
-            };
-            self.batch.put_status(&name, &key.1, record);
-            if let Some(task) = self.tasks.get_mut(&key) {
+            if let Some(task) = self.tasks.get_mut(&key)
+                && !task.delivered
+            {
                 task.delivered = true;
+                let record = StatusRecord {
+                    status: task.full_status(&key.1, self.nodes.get(&task.node)),
+                    delivered: true,
+                    update_uuid: task.update_uuid.clone(),
+                };
+                self.batch.put_status(&name, &key.1, record);
             }
         }
     }
