@@ -102,9 +102,7 @@ impl Runtime {
         validate::exports(&self.engine, &component, kind)?;
         Ok(Compiled { component, sha256, size: bytes.len(), compile_time, from_cache })
     }
-}
 
-impl Runtime {
     /// Compiles `bytes` to an artifact for this runtime's engine, on an engine of its own with the same
     /// settings that is dropped afterwards: Cranelift keeps its working memory in the engine that
     /// compiled, for the next compilation (11 MiB after the two bundled plugins), and a daemon that
