@@ -282,12 +282,13 @@ impl State {
 
     /// The shared copy of `name`. Names are few (apps, their versions, hosts) and are kept for the
     /// instance's life.
-    fn intern(&mut self, name: &Rc<str>) -> Rc<str> {
-        match self.names.get(&**name) {
+    pub fn intern(&mut self, name: &str) -> Rc<str> {
+        match self.names.get(name) {
             Some(shared) => shared.clone(),
             None => {
-                self.names.insert(name.clone());
-                name.clone()
+                let shared: Rc<str> = name.into();
+                self.names.insert(shared.clone());
+                shared
             }
         }
     }

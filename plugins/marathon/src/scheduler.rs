@@ -299,12 +299,15 @@ impl Marathon {
         let spec = task_spec(app, &id, &version, &offer.hostname, &ports);
         let has_health_checks = !app.health_checks.is_empty();
         self.state.next_seq();
+        // Interned here too, so a launch does not allocate names only to drop them in `insert_task`.
+        let (app, version, host) =
+            (self.state.intern(app_id), self.state.intern(&version), self.state.intern(&offer.hostname));
         self.state.insert_task(Task {
             id: id.into(),
-            app: app_id.into(),
-            version: version.into(),
+            app,
+            version,
             phase: Phase::Staging,
-            host: offer.hostname.as_str().into(),
+            host,
             attributes: offer.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
             ports,
             staged_at_ms: self.now_ms,
