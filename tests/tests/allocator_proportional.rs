@@ -1,5 +1,7 @@
 //! The default allocator's fairness, through the real wasm component that `berth` embeds.
 
+use std::collections::HashMap;
+
 use berth_host::bundled;
 use berth_host::runtime::bindings::{ClusterView, Grant, Resources};
 use berth_host::runtime::{AllocatorInstance, NewVersion, PluginKind, PluginLimits, Registry, Runtime};
@@ -122,6 +124,10 @@ fn deltas_decide_exactly_what_whole_views_decide() {
     let mut instance = AllocatorInstance::create(&plugin.active()).expect("an instance");
     assert!(instance.incremental(), "the Rust SDK exports `allocate-delta`");
     let mut other = AllocatorInstance::create(&plugin.active()).expect("an instance");
+    // A third instance is given node revisions, as the master gives them: the host then reads only the
+    // nodes whose revision moved.
+    let mut revised = AllocatorInstance::create(&plugin.active()).expect("an instance");
+    let mut seen: HashMap<u32, (sdk::Node, u64)> = HashMap::new();
     let config = policy::Config::default();
     let mut current = cluster(300, 30);
     let mut next_id = 1_000;
@@ -130,7 +136,25 @@ fn deltas_decide_exactly_what_whole_views_decide() {
         let abi = to_abi(&current);
         let incremental = instance.allocate(&abi).expect("allocate-delta");
         let whole = other.allocate_whole(&abi).expect("allocate");
+        let revisions: Vec<u64> = current
+            .nodes
+            .iter()
+            .map(|n| {
+                let (last, revision) = seen.entry(n.id).or_insert_with(|| (n.clone(), 0));
+                if last != n {
+                    *last = n.clone();
+                    *revision += 1;
+                }
+                *revision
+            })
+            .collect();
+        let with_revisions = revised.allocate_revised(&abi, Some(&revisions)).expect("allocate-delta");
         assert!(!native.is_empty(), "step {step}: the view has demand that fits");
+        assert_eq!(
+            plain_wasm(&with_revisions),
+            plain_native(&native),
+            "step {step}: the answer with node revisions differs"
+        );
         assert_eq!(
             plain_wasm(&incremental),
             plain_native(&native),

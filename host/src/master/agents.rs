@@ -34,6 +34,7 @@ impl Master {
                 hostname: record.hostname,
                 total: record.resources,
                 attributes: record.attributes,
+                revision: 0,
                 used: Resources::zero(),
                 state: if record.draining { NodeState::Draining } else { NodeState::Active },
                 connection: None,
@@ -108,6 +109,7 @@ impl Master {
                         hostname: String::new(),
                         total: Resources::zero(),
                         attributes: Vec::new(),
+                        revision: 0,
                         used: Resources::zero(),
                         state: NodeState::Active,
                         connection: None,
@@ -133,6 +135,7 @@ impl Master {
         node.hostname = register.hostname.clone();
         node.total = resources;
         node.attributes = convert::attributes_from(&register.attributes);
+        node.revision += 1;
         node.allow_privileged = register.allow_privileged;
         node.allow_host_mounts = register.allow_host_mounts;
         node.backend = register.backend.clone();

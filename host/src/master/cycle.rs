@@ -36,7 +36,7 @@ impl Master {
         };
 
         let (demand, capped) = self.collect_demand(started);
-        let view = self.view(demand);
+        let (view, revisions) = self.view(demand);
         record.nodes = view.nodes.len() as u32;
         record.frameworks = view.frameworks.len() as u32;
         if view.nodes.is_empty() || view.frameworks.is_empty() {
@@ -52,7 +52,7 @@ impl Master {
             return;
         };
         let allocate_started = Instant::now();
-        let grants = match allocator.allocate(&view) {
+        let grants = match allocator.allocate_revised(&view, Some(&revisions)) {
             Ok((version, grants)) => {
                 record.allocator_version = version;
                 grants
@@ -148,21 +148,25 @@ impl Master {
         (demand, capped)
     }
 
-    /// The allocator's input: schedulable nodes, callable frameworks, active filters.
-    fn view(&self, mut demand: HashMap<u32, Vec<TaskShape>>) -> ClusterView {
+    /// The allocator's input: schedulable nodes, callable frameworks, active filters; and each node's
+    /// revision, which spares the allocator's runtime reading the nodes that did not change.
+    fn view(&self, mut demand: HashMap<u32, Vec<TaskShape>>) -> (ClusterView, Vec<u64>) {
         let now = Instant::now();
-        let nodes = self
+        let (nodes, revisions) = self
             .nodes
             .values()
             .filter(|n| n.schedulable())
-            .map(|n| ViewNode {
-                id: n.id,
-                hostname: n.hostname.clone(),
-                total: n.total.clone(),
-                available: n.available(),
-                attributes: n.attributes.clone(),
+            .map(|n| {
+                let node = ViewNode {
+                    id: n.id,
+                    hostname: n.hostname.clone(),
+                    total: n.total.clone(),
+                    available: n.available(),
+                    attributes: n.attributes.clone(),
+                };
+                (node, n.revision)
             })
-            .collect();
+            .unzip();
         let frameworks = self
             .frameworks
             .values()
@@ -191,7 +195,7 @@ impl Master {
             })
             .collect();
         filters.sort_by_key(|f| (f.framework, f.node));
-        ClusterView { nodes, frameworks, filters, now_ms }
+        (ClusterView { nodes, frameworks, filters, now_ms }, revisions)
     }
 
     /// Hands one framework its offers and applies its decisions. Returns (tasks launched, tasks refused).

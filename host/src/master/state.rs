@@ -49,6 +49,11 @@ pub struct Node {
     pub hostname: String,
     pub total: Resources,
     pub attributes: Vec<Attribute>,
+    /// Counts the changes to what the allocator sees of the node (`hostname`, `total`, `attributes`,
+    /// `used`): registration and every change of `used` add one. The allocator's runtime does not read a
+    /// node whose revision it has seen before, so anything else that changes these fields must add one
+    /// too.
+    pub revision: u64,
     /// Resources of the non-terminal tasks placed here.
     pub used: Resources,
     pub state: NodeState,

@@ -72,6 +72,7 @@ impl Master {
     fn take_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.used.add(resources);
+            n.revision += 1;
             n.tasks.insert(key.clone());
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {
@@ -83,6 +84,7 @@ impl Master {
     fn release_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.used.remove(resources);
+            n.revision += 1;
             n.tasks.remove(key);
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {

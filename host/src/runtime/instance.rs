@@ -129,18 +129,30 @@ impl AllocatorInstance {
     /// Runs one allocation cycle. An incremental allocator is sent what changed since its previous call
     /// (the whole view the first time, or when it asks for it).
     pub fn allocate(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+        self.allocate_revised(view, None)
+    }
+
+    /// [`AllocatorInstance::allocate`] with each node's revision: `revisions[i]` must change whenever any
+    /// field of `view.nodes[i]` changes (the master counts them). Finding what changed then reads only
+    /// the nodes whose revision moved, instead of comparing every node field by field. Revisions of
+    /// another length than the view's nodes are ignored.
+    pub fn allocate_revised(
+        &mut self,
+        view: &ClusterView,
+        revisions: Option<&[u64]>,
+    ) -> Result<Vec<Grant>, CallError> {
         let Live { store, exports, version } = &mut self.live;
         match exports {
             AllocatorExports::Whole(exports) => {
                 call(version, store, |store| exports.call_allocate(store, view))
             }
             AllocatorExports::Incremental(exports, held) => {
-                let delta = held.delta(view);
+                let delta = held.delta(view, revisions);
                 let mut answer = call(version, store, |store| exports.call_allocate_delta(store, &delta))?;
                 if answer.is_none() && delta.base.is_some() {
                     tracing::debug!(target: "berth.runtime", plugin = %version.label,
                         "the allocator does not hold the view a delta was based on: sending the whole view");
-                    let whole = held.whole(view);
+                    let whole = held.whole(view, revisions);
                     answer = call(version, store, |store| exports.call_allocate_delta(store, &whole))?;
                 }
                 answer.ok_or_else(|| {

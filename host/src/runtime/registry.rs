@@ -95,8 +95,17 @@ impl Version {
     /// Runs one allocation on an instance of this version. After a failure the instance is dropped and a
     /// fresh one created for the next call.
     pub fn allocate(self: &Arc<Self>, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+        self.allocate_revised(view, None)
+    }
+
+    /// [`Version::allocate`] with each node's revision, as [`AllocatorInstance::allocate_revised`] takes it.
+    pub fn allocate_revised(
+        self: &Arc<Self>,
+        view: &ClusterView,
+        revisions: Option<&[u64]>,
+    ) -> Result<Vec<Grant>, CallError> {
         let mut instance = self.take_instance()?;
-        let result = instance.allocate(view);
+        let result = instance.allocate_revised(view, revisions);
         match &result {
             Ok(_) => self.pool.lock().expect("pool lock").push(instance),
             Err(_) => {
@@ -154,8 +163,17 @@ impl Plugin {
 
     /// Runs one allocation on the active version (allocators only).
     pub fn allocate(&self, view: &ClusterView) -> Result<(u32, Vec<Grant>), CallError> {
+        self.allocate_revised(view, None)
+    }
+
+    /// [`Plugin::allocate`] with each node's revision, as [`AllocatorInstance::allocate_revised`] takes it.
+    pub fn allocate_revised(
+        &self,
+        view: &ClusterView,
+        revisions: Option<&[u64]>,
+    ) -> Result<(u32, Vec<Grant>), CallError> {
         let version = self.active();
-        version.allocate(view).map(|grants| (version.number, grants))
+        version.allocate_revised(view, revisions).map(|grants| (version.number, grants))
     }
 
     /// Version numbers in the order they were activated (the last is active), for persisting.

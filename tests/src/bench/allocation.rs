@@ -4,7 +4,8 @@
 //! Native and wasm calls alternate so that both see the same machine noise; the figures are medians. The
 //! wasm figure is the whole call as the master makes it: the delta from the view the instance holds
 //! (computed by the host), lowering it into the guest, applying it there, the policy, and lifting the grants
-//! back. Successive cycles alternate between a view and the same view after its grants (nodes granted on
+//! back. The host is given each node's revision, as the master gives it, so it reads only the nodes that
+//! changed. Successive cycles alternate between a view and the same view after its grants (nodes granted on
 //! have less available, frameworks granted to hold more), so each delta carries what a real cycle changes.
 //! The whole-view call (`allocate`, what the master made before views were incremental) is measured too.
 
@@ -188,6 +189,19 @@ pub fn after(view: &sdk::ClusterView, grants: &[sdk::Grant]) -> sdk::ClusterView
     next
 }
 
+/// What identifies a grant for the check that both sides agree: framework, node, CPU, memory, ports.
+type GrantKey = (u32, u32, u64, u64, u64);
+
+fn keys(grants: &[abi::Grant]) -> Vec<GrantKey> {
+    grants
+        .iter()
+        .map(|g| {
+            let ports = g.resources.ports.iter().map(|p| u64::from(p.end - p.begin) + 1).sum();
+            (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports)
+        })
+        .collect()
+}
+
 /// Measures one point of the matrix.
 pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
     let config = policy::Config::default();
@@ -197,17 +211,33 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
     let native_views = [first, second];
     let wasm_views = [to_abi(&native_views[0]), to_abi(&native_views[1])];
     let plugin = registry.get("proportional").expect("the allocator is loaded");
+    // Each node's revision, as the master passes it: the nodes granted on change between the two views.
+    let granted: BTreeSet<u32> = native_grants.iter().map(|g| g.node).collect();
+    let revisions: [Vec<u64>; 2] = [
+        vec![0; native_views[0].nodes.len()],
+        native_views[1].nodes.iter().map(|n| u64::from(granted.contains(&n.id))).collect(),
+    ];
     let mut whole = AllocatorInstance::create(&plugin.active()).expect("an allocator instance");
 
     // The two must agree before their speed is worth comparing, on both views and both paths.
-    for (native_view, wasm_view) in native_views.iter().zip(&wasm_views) {
-        let native = policy::allocate(native_view, &config).len();
-        let (_, incremental) = plugin.allocate(wasm_view).expect("wasm allocate");
+    for ((native_view, wasm_view), revisions) in native_views.iter().zip(&wasm_views).zip(&revisions) {
+        let native: Vec<GrantKey> = policy::allocate(native_view, &config)
+            .iter()
+            .map(|g| {
+                (
+                    g.framework,
+                    g.node,
+                    g.resources.scalars().milli_cpus,
+                    g.resources.mem_mib,
+                    g.resources.port_count(),
+                )
+            })
+            .collect();
+        let (_, incremental) = plugin.allocate_revised(wasm_view, Some(revisions)).expect("wasm allocate");
         let whole = whole.allocate_whole(wasm_view).expect("wasm allocate, whole view");
-        assert_eq!((native, native), (incremental.len(), whole.len()), "native and wasm disagree");
+        assert!(native == keys(&incremental) && native == keys(&whole), "native and wasm disagree");
     }
     let demand = native_views[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
-    let granted: BTreeSet<u32> = native_grants.iter().map(|g| g.node).collect();
 
     let (mut native, mut wasm, mut wasm_whole) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..setup.rounds as usize {
@@ -216,7 +246,9 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
         std::hint::black_box(policy::allocate(native_view, &config));
         native.push(started.elapsed());
         let started = Instant::now();
-        std::hint::black_box(plugin.allocate(wasm_view).expect("wasm allocate"));
+        std::hint::black_box(
+            plugin.allocate_revised(wasm_view, Some(&revisions[round % 2])).expect("wasm allocate"),
+        );
         wasm.push(started.elapsed());
         let started = Instant::now();
         std::hint::black_box(whole.allocate_whole(wasm_view).expect("wasm allocate, whole view"));
