@@ -75,10 +75,16 @@ impl Scalars {
         fn share(used: u64, total: u64) -> f64 {
             if total == 0 { 0.0 } else { used as f64 / total as f64 }
         }
-        share(self.milli_cpus, total.milli_cpus)
-            .max(share(self.mem_mib, total.mem_mib))
-            .max(share(self.disk_mib, total.disk_mib))
-            .max(share(u64::from(self.gpus), u64::from(total.gpus)))
+        // Shares are never NaN, so a comparison does what `f64::max` does; in wasm32, where allocator
+        // plugins run this, `max` is a call to libm's `fmax` (NaN rules) on every share computed.
+        fn larger(a: f64, b: f64) -> f64 {
+            if b > a { b } else { a }
+        }
+        let cpus = share(self.milli_cpus, total.milli_cpus);
+        let mem = share(self.mem_mib, total.mem_mib);
+        let disk = share(self.disk_mib, total.disk_mib);
+        let gpus = share(u64::from(self.gpus), u64::from(total.gpus));
+        larger(larger(cpus, mem), larger(disk, gpus))
     }
 
     /// Whether `self` holds at least one of the quantities in `minimum` that is non-zero (Mesos's

@@ -124,12 +124,13 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
     };
     let mut allocated: Vec<Scalars> = frameworks.iter().map(|f| f.allocated.scalars()).collect();
     let share = |allocated: &Scalars, i: usize| allocated.dominant_share(&total) / frameworks[i].weight;
-    // Grants by (framework index, node position), merged per pair; sorted by ids at the end.
-    let mut grants = Grants::default();
-
     // Phase 1: progressive filling from stated demand.
     let mut wants: Vec<Vec<TaskShape>> =
         frameworks.iter().map(|f| f.demand.iter().filter(|s| s.count > 0).cloned().rev().collect()).collect();
+    // Grants by (framework index, node position), merged per pair; sorted by ids at the end. Sized for
+    // one grant per task wanted (at most one per pair), so the index never grows during the cycle.
+    let tasks: usize = wants.iter().flatten().map(|s| s.count as usize).sum();
+    let mut grants = Grants::with_capacity(tasks.min(nodes.len().saturating_mul(frameworks.len())));
     let mut queue: BinaryHeap<Queued> = (0..frameworks.len())
         .filter(|&i| eligible(i) && !wants[i].is_empty())
         .map(|i| Queued { share: share(&allocated[i], i), id: frameworks[i].id, index: i })
@@ -311,13 +312,19 @@ impl<'a> Free<'a> {
 }
 
 /// Grants made so far, one per (framework index, node position), in the order first made.
-#[derive(Default)]
 struct Grants {
     list: Vec<(usize, usize, Resources)>,
     index: FxHashMap<(usize, usize), usize>,
 }
 
 impl Grants {
+    fn with_capacity(capacity: usize) -> Self {
+        Grants {
+            list: Vec::with_capacity(capacity),
+            index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+        }
+    }
+
     fn add(&mut self, framework: usize, node: usize, resources: &Resources) {
         match self.index.entry((framework, node)) {
             Entry::Occupied(at) => self.list[*at.get()].2.add(resources),
