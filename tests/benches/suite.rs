@@ -17,6 +17,12 @@ use berth_tests::bench::hotswap::{self, HotSwap};
 use berth_tests::bench::ms;
 use berth_tests::bench::placement::{self, Placement};
 
+/// The allocator the `berth` binary uses (see `host/src/main.rs`), so that the allocation part measures the
+/// master's call to the allocator plugin, and the native policy beside it, with the same `malloc`.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const PARTS: [&str; 4] = ["allocation", "hotswap", "placement", "docker"];
 
 /// One line of the results table.
