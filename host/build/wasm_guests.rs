@@ -28,8 +28,11 @@ pub fn workspace_root() -> PathBuf {
 /// Builds `guests` and returns the path of each component, in order.
 pub fn build(guests: &[Guest], watch: &[&str]) -> Vec<PathBuf> {
     let root = workspace_root();
+    // Relative to the calling crate's directory (a child of the root), not absolute: checkouts that share a
+    // CARGO_TARGET_DIR (as CI's clones do) share this script's fingerprint, and absolute paths would make
+    // one checkout watch another's files.
     for path in watch.iter().chain(["plugin-sdk", "proto/wit", "proto/src", "Cargo.lock"].iter()) {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+        println!("cargo:rerun-if-changed=../{path}");
     }
     println!("cargo:rerun-if-env-changed=BERTH_WASM_TARGET_DIR");
     require_wasm_target();
