@@ -123,7 +123,7 @@ extern crate self as berth_plugin_sdk;
 
 pub use berth_proto::{Scalars, ports};
 pub use bindings::allocator::berth::plugin::allocation::{
-    ClusterView, DeclineFilter, Framework as FrameworkInfo, Grant, Node, ViewDelta,
+    ClusterView, DeclineFilter, Framework as FrameworkInfo, Grant, GrantColumns, Node, ViewDelta,
 };
 pub use bindings::allocator::berth::plugin::types::{
     Attribute, FrameworkId, NodeId, PortRange, Resources, TaskShape,
@@ -265,15 +265,12 @@ macro_rules! export_allocator {
                     with_instance(|value| <$ty as $crate::Allocator>::allocate(value, &view))
                 }
 
-                fn allocate_delta(
-                    delta: $crate::ViewDelta,
-                ) -> ::std::option::Option<::std::vec::Vec<$crate::Grant>> {
+                fn allocate_delta(delta: $crate::ViewDelta) -> ::std::option::Option<$crate::GrantColumns> {
                     HELD.with(|held| {
                         let mut held = held.borrow_mut();
                         let view = held.apply(delta)?;
-                        ::std::option::Option::Some(with_instance(|value| {
-                            <$ty as $crate::Allocator>::allocate(value, view)
-                        }))
+                        let grants = with_instance(|value| <$ty as $crate::Allocator>::allocate(value, view));
+                        ::std::option::Option::Some($crate::GrantColumns::from_grants(grants))
                     })
                 }
             }

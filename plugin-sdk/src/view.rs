@@ -2,7 +2,7 @@
 //! how a `view-delta` from the host brings it up to date. [`export_allocator!`](crate::export_allocator)
 //! uses this; a policy only ever sees the resulting [`ClusterView`].
 
-use crate::{ClusterView, ViewDelta};
+use crate::{ClusterView, Grant, GrantColumns, ViewDelta};
 
 /// The view an instance holds and the epoch the host gave it.
 #[derive(Debug, Default)]
@@ -62,6 +62,34 @@ impl HeldView {
         self.view.now_ms = now_ms;
         self.epoch = Some(epoch);
         Some(&self.view)
+    }
+}
+
+impl GrantColumns {
+    /// `grants` as the columns `allocate-delta` answers with, in the same order.
+    pub fn from_grants(grants: Vec<Grant>) -> GrantColumns {
+        let n = grants.len();
+        let mut columns = GrantColumns {
+            frameworks: Vec::with_capacity(n),
+            nodes: Vec::with_capacity(n),
+            milli_cpus: Vec::with_capacity(n),
+            mem_mib: Vec::with_capacity(n),
+            disk_mib: Vec::with_capacity(n),
+            gpus: Vec::with_capacity(n),
+            port_ranges: Vec::with_capacity(n),
+            port_bounds: Vec::new(),
+        };
+        for Grant { framework, node, resources } in grants {
+            columns.frameworks.push(framework);
+            columns.nodes.push(node);
+            columns.milli_cpus.push(resources.milli_cpus);
+            columns.mem_mib.push(resources.mem_mib);
+            columns.disk_mib.push(resources.disk_mib);
+            columns.gpus.push(resources.gpus);
+            columns.port_ranges.push(resources.ports.len() as u32);
+            columns.port_bounds.extend(resources.ports.iter().flat_map(|p| [p.begin, p.end]));
+        }
+        columns
     }
 }
 
@@ -133,6 +161,23 @@ mod tests {
 
         merge(&mut held, vec![], &[0, 1, 4, 5, 7], |r| r.0);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn grants_become_columns_in_order() {
+        use crate::{PortRange, Resources};
+        let ports = vec![PortRange { begin: 8000, end: 8001 }, PortRange { begin: 9000, end: 9000 }];
+        let grants = vec![
+            Grant { framework: 1, node: 10, resources: Resources::new(100, 32).with_ports(ports) },
+            Grant { framework: 2, node: 20, resources: Resources { gpus: 1, ..Resources::new(200, 64) } },
+        ];
+        let c = GrantColumns::from_grants(grants);
+        assert_eq!((c.frameworks, c.nodes), (vec![1, 2], vec![10, 20]));
+        assert_eq!(
+            (c.milli_cpus, c.mem_mib, c.disk_mib, c.gpus),
+            (vec![100, 200], vec![32, 64], vec![0, 0], vec![0, 1])
+        );
+        assert_eq!((c.port_ranges, c.port_bounds), (vec![2, 0], vec![8000, 8001, 9000, 9000]));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub mod framework {
 }
 
 pub use allocator::berth::plugin::allocation::{
-    ClusterView, DeclineFilter, Framework, Grant, Node, NodeAvailable, ViewDelta,
+    ClusterView, DeclineFilter, Framework, Grant, GrantColumns, Node, NodeAvailable, ViewDelta,
 };
 pub use allocator::berth::plugin::host::Level;
 pub use allocator::berth::plugin::types::{Attribute, PortRange, Resources, TaskShape};
@@ -66,5 +66,95 @@ impl berth_proto::ports::Span for PortRange {
     }
     fn new(begin: u16, end: u16) -> Self {
         PortRange { begin, end }
+    }
+}
+
+impl GrantColumns {
+    /// The grants the columns hold, in order; or what is wrong with them (columns of different lengths,
+    /// port ranges beyond `port-bounds` or not all of it used, an odd number of bounds).
+    pub fn into_grants(self) -> Result<Vec<Grant>, &'static str> {
+        let GrantColumns { frameworks, nodes, milli_cpus, mem_mib, disk_mib, gpus, port_ranges, port_bounds } =
+            self;
+        let n = frameworks.len();
+        if [nodes.len(), milli_cpus.len(), mem_mib.len(), disk_mib.len(), gpus.len(), port_ranges.len()]
+            .iter()
+            .any(|&len| len != n)
+        {
+            return Err("`allocate-delta` answered grant columns of different lengths");
+        }
+        if port_bounds.len() % 2 != 0 {
+            return Err("`allocate-delta` answered an odd number of port bounds");
+        }
+        let mut bounds = port_bounds.chunks_exact(2);
+        let mut grants = Vec::with_capacity(n);
+        for i in 0..n {
+            let ports = (0..port_ranges[i])
+                .map(|_| bounds.next().map(|b| PortRange { begin: b[0], end: b[1] }))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("`allocate-delta` answered more port ranges than `port-bounds` holds")?;
+            grants.push(Grant {
+                framework: frameworks[i],
+                node: nodes[i],
+                resources: Resources {
+                    milli_cpus: milli_cpus[i],
+                    mem_mib: mem_mib[i],
+                    disk_mib: disk_mib[i],
+                    gpus: gpus[i],
+                    ports,
+                },
+            });
+        }
+        if bounds.next().is_some() {
+            return Err("`allocate-delta` answered port bounds that no grant holds");
+        }
+        Ok(grants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> GrantColumns {
+        GrantColumns {
+            frameworks: vec![1, 2],
+            nodes: vec![10, 20],
+            milli_cpus: vec![100, 200],
+            mem_mib: vec![32, 64],
+            disk_mib: vec![0, 5],
+            gpus: vec![0, 1],
+            port_ranges: vec![0, 2],
+            port_bounds: vec![31000, 31001, 31005, 31005],
+        }
+    }
+
+    #[test]
+    fn columns_become_grants_in_order() {
+        let grants = columns().into_grants().unwrap();
+        assert_eq!(grants.len(), 2);
+        assert_eq!((grants[0].framework, grants[0].node, grants[0].resources.milli_cpus), (1, 10, 100));
+        assert!(grants[0].resources.ports.is_empty());
+        let second = &grants[1].resources;
+        assert_eq!((second.mem_mib, second.disk_mib, second.gpus), (64, 5, 1));
+        assert_eq!(
+            second.ports,
+            vec![PortRange { begin: 31000, end: 31001 }, PortRange { begin: 31005, end: 31005 }]
+        );
+    }
+
+    #[test]
+    fn malformed_columns_are_refused() {
+        let mut short = columns();
+        short.gpus.pop();
+        assert!(short.into_grants().unwrap_err().contains("different lengths"));
+        let mut odd = columns();
+        odd.port_bounds.pop();
+        assert!(odd.into_grants().unwrap_err().contains("odd number"));
+        let mut too_many = columns();
+        too_many.port_ranges[1] = 3;
+        assert!(too_many.into_grants().unwrap_err().contains("more port ranges"));
+        let mut left_over = columns();
+        left_over.port_ranges[1] = 1;
+        assert!(left_over.into_grants().unwrap_err().contains("no grant holds"));
     }
 }

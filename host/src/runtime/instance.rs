@@ -155,9 +155,13 @@ impl AllocatorInstance {
                     let whole = held.whole(view, revisions);
                     answer = call(version, store, |store| exports.call_allocate_delta(store, &whole))?;
                 }
-                answer.ok_or_else(|| {
+                let columns = answer.ok_or_else(|| {
                     held.forget();
                     CallError::Protocol("`allocate-delta` answered `none` to a whole view (`base: none`)")
+                })?;
+                columns.into_grants().map_err(|e| {
+                    held.forget();
+                    CallError::Protocol(e)
                 })
             }
         }
