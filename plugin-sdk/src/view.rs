@@ -69,6 +69,7 @@ impl GrantColumns {
     /// `grants` as the columns `allocate-delta` answers with, in the same order.
     pub fn from_grants(grants: Vec<Grant>) -> GrantColumns {
         let n = grants.len();
+        let ranges: usize = grants.iter().map(|g| g.resources.ports.len()).sum();
         let mut columns = GrantColumns {
             frameworks: Vec::with_capacity(n),
             nodes: Vec::with_capacity(n),
@@ -77,7 +78,7 @@ impl GrantColumns {
             disk_mib: Vec::with_capacity(n),
             gpus: Vec::with_capacity(n),
             port_ranges: Vec::with_capacity(n),
-            port_bounds: Vec::new(),
+            port_bounds: Vec::with_capacity(2 * ranges),
         };
         for Grant { framework, node, resources } in grants {
             columns.frameworks.push(framework);
@@ -87,7 +88,10 @@ impl GrantColumns {
             columns.disk_mib.push(resources.disk_mib);
             columns.gpus.push(resources.gpus);
             columns.port_ranges.push(resources.ports.len() as u32);
-            columns.port_bounds.extend(resources.ports.iter().flat_map(|p| [p.begin, p.end]));
+            for range in &resources.ports {
+                columns.port_bounds.push(range.begin);
+                columns.port_bounds.push(range.end);
+            }
         }
         columns
     }
