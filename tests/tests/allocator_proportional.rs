@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use berth_host::bundled;
-use berth_host::runtime::bindings::{ClusterView, Grant, Resources};
+use berth_host::runtime::bindings::{ClusterView, Grant};
 use berth_host::runtime::{AllocatorInstance, NewVersion, PluginKind, PluginLimits, Registry, Runtime};
 use berth_plugin_proportional::policy;
 use berth_plugin_sdk as sdk;
-use berth_tests::bench::allocation::{after, cluster, to_abi};
+use berth_tests::bench::allocation::{after, cluster, plain_native, plain_wasm, to_abi};
 use berth_tests::views::{framework, granted, node, shape, view};
 
 fn registry() -> Registry {
@@ -92,25 +92,6 @@ fn what_a_framework_already_holds_counts_toward_its_share() {
         allocate(&view(vec![n], vec![rich, framework(2, "poor", 1.0, vec![shape(1_000, 0, u32::MAX)])]));
     assert_eq!(granted(&grants, 1).0, 0);
     assert_eq!(granted(&grants, 2).0, 10_000);
-}
-
-/// A grant as a plain tuple, to compare the native policy's grants with the component's.
-type Plain = (u32, u32, u64, u64, Vec<(u16, u16)>);
-
-fn plain_native(grants: &[sdk::Grant]) -> Vec<Plain> {
-    let ports = |r: &sdk::Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
-    grants
-        .iter()
-        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
-        .collect()
-}
-
-fn plain_wasm(grants: &[Grant]) -> Vec<Plain> {
-    let ports = |r: &Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
-    grants
-        .iter()
-        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
-        .collect()
 }
 
 #[test]

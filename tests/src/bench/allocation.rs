@@ -189,16 +189,25 @@ pub fn after(view: &sdk::ClusterView, grants: &[sdk::Grant]) -> sdk::ClusterView
     next
 }
 
-/// What identifies a grant for the check that both sides agree: framework, node, CPU, memory, ports.
-type GrantKey = (u32, u32, u64, u64, u64);
+/// A grant as a plain tuple (framework, node, CPU, memory, port ranges), to compare the native policy's
+/// grants with the component's.
+pub type Plain = (u32, u32, u64, u64, Vec<(u16, u16)>);
 
-fn keys(grants: &[abi::Grant]) -> Vec<GrantKey> {
+/// The native policy's grants as [`Plain`] tuples.
+pub fn plain_native(grants: &[sdk::Grant]) -> Vec<Plain> {
+    let ports = |r: &sdk::Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
     grants
         .iter()
-        .map(|g| {
-            let ports = g.resources.ports.iter().map(|p| u64::from(p.end - p.begin) + 1).sum();
-            (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports)
-        })
+        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
+        .collect()
+}
+
+/// The component's grants as [`Plain`] tuples.
+pub fn plain_wasm(grants: &[abi::Grant]) -> Vec<Plain> {
+    let ports = |r: &abi::Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
+    grants
+        .iter()
+        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
         .collect()
 }
 
@@ -221,21 +230,13 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
 
     // The two must agree before their speed is worth comparing, on both views and both paths.
     for ((native_view, wasm_view), revisions) in native_views.iter().zip(&wasm_views).zip(&revisions) {
-        let native: Vec<GrantKey> = policy::allocate(native_view, &config)
-            .iter()
-            .map(|g| {
-                (
-                    g.framework,
-                    g.node,
-                    g.resources.scalars().milli_cpus,
-                    g.resources.mem_mib,
-                    g.resources.port_count(),
-                )
-            })
-            .collect();
+        let native = plain_native(&policy::allocate(native_view, &config));
         let (_, incremental) = plugin.allocate_revised(wasm_view, Some(revisions)).expect("wasm allocate");
         let whole = whole.allocate_whole(wasm_view).expect("wasm allocate, whole view");
-        assert!(native == keys(&incremental) && native == keys(&whole), "native and wasm disagree");
+        assert!(
+            native == plain_wasm(&incremental) && native == plain_wasm(&whole),
+            "native and wasm disagree"
+        );
     }
     let demand = native_views[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
 
