@@ -109,6 +109,9 @@ impl PartialEq for Queued {
 }
 impl Eq for Queued {}
 
+/// The most grants a cycle reserves room for up front (about 4 MiB in wasm32); beyond this the index grows.
+const PRESIZED_GRANTS: usize = 1 << 16;
+
 /// One allocation cycle. See the module documentation for the rules.
 pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
     let minimum = config.minimum();
@@ -141,9 +144,11 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
     let mut wants: Vec<Vec<TaskShape>> =
         frameworks.iter().map(|f| f.demand.iter().filter(|s| s.count > 0).cloned().rev().collect()).collect();
     // Grants by (framework index, node position), merged per pair; sorted by ids at the end. Sized for
-    // one grant per task wanted (at most one per pair), so the index never grows during the cycle.
+    // one grant per task wanted (at most one per pair), so the index does not grow during the cycle, up
+    // to a bound: demand that cannot fit must not reserve memory under the plugin's cap.
     let tasks: usize = wants.iter().flatten().map(|s| s.count as usize).sum();
-    let mut grants = Grants::with_capacity(tasks.min(nodes.len().saturating_mul(frameworks.len())));
+    let pairs = nodes.len().saturating_mul(frameworks.len());
+    let mut grants = Grants::with_capacity(tasks.min(pairs).min(PRESIZED_GRANTS));
     let mut queue: BinaryHeap<Queued> = (0..frameworks.len())
         .filter(|&i| eligible(i) && !wants[i].is_empty())
         .map(|i| Queued::new(share(&allocated[i], i), frameworks[i].id, i))
