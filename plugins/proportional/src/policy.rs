@@ -141,31 +141,43 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
     let mut allocated: Vec<Scalars> = frameworks.iter().map(|f| f.allocated.scalars()).collect();
     let share = |allocated: &Scalars, i: usize| allocated.dominant_share(&total) / frameworks[i].weight;
     // Phase 1: progressive filling from stated demand.
-    let mut wants: Vec<Vec<TaskShape>> =
-        frameworks.iter().map(|f| f.demand.iter().filter(|s| s.count > 0).cloned().rev().collect()).collect();
+    // Each framework's shapes still wanted, last first, with the number of their kind (CPU, memory,
+    // disk, GPUs and ports alike): frameworks asking for the same kind share its cursor below.
+    let mut kinds: FxHashMap<(Scalars, u32), usize> = FxHashMap::default();
+    let mut wants: Vec<Vec<(TaskShape, usize)>> = frameworks
+        .iter()
+        .map(|f| {
+            let wanted = f.demand.iter().filter(|s| s.count > 0).rev();
+            wanted
+                .map(|s| {
+                    let next = kinds.len();
+                    (*s, *kinds.entry((s.scalars(), s.ports)).or_insert(next))
+                })
+                .collect()
+        })
+        .collect();
     // Grants by (framework index, node position), merged per pair; sorted by ids at the end. Sized for
     // one grant per task wanted (at most one per pair), so the index does not grow during the cycle, up
     // to a bound: demand that cannot fit must not reserve memory under the plugin's cap.
-    let tasks: usize = wants.iter().flatten().map(|s| s.count as usize).sum();
+    let tasks: usize = wants.iter().flatten().map(|(s, _)| s.count as usize).sum();
     let pairs = nodes.len().saturating_mul(frameworks.len());
-    let mut grants = Grants::with_capacity(tasks.min(pairs).min(PRESIZED_GRANTS));
+    let mut grants = Grants::with_capacity(tasks.min(pairs).min(PRESIZED_GRANTS), frameworks.len());
     let mut queue: BinaryHeap<Queued> = (0..frameworks.len())
         .filter(|&i| eligible(i) && !wants[i].is_empty())
         .map(|i| Queued::new(share(&allocated[i], i), frameworks[i].id, i))
         .collect();
-    // Resources only shrink during a cycle, so a node that cannot fit a shape now never will: each shape
-    // keeps a cursor before which no node fits it, and the search resumes there.
-    let mut cursors: FxHashMap<(Scalars, u32), usize> = FxHashMap::default();
+    // Resources only shrink during a cycle, so a node that cannot fit a kind of task now never will:
+    // each kind keeps a cursor before which no node fits it, and the search resumes there.
+    let mut cursors = vec![0; kinds.len()];
     // The framework served stays at the top with its new share and sinks to its place: one sift instead
     // of a pop and a push.
     while let Some(mut top) = queue.peek_mut() {
         let Queued { id, index, .. } = *top;
-        let Some(shape) = wants[index].last_mut() else {
+        let Some((shape, kind)) = wants[index].last_mut() else {
             PeekMut::pop(top);
             continue;
         };
-        let cursor = cursors.entry((shape.scalars(), shape.ports)).or_insert(0);
-        match free.first_fit(shape, cursor, |node| is_filtered(id, node)) {
+        match free.first_fit(shape, &mut cursors[*kind], |node| is_filtered(id, node)) {
             Some(node) => {
                 let taken = free.take(node, shape);
                 allocated[index] = allocated[index].plus(&taken.scalars());
@@ -341,26 +353,41 @@ impl<'a> Free<'a> {
 struct Grants {
     list: Vec<(usize, usize, Resources)>,
     index: FxHashMap<(usize, usize), usize>,
+    /// Each framework's grant added to last (`usize::MAX`: none yet). First fit fills a node before it
+    /// moves on, so a framework's next task usually lands on the same node: that grant is found without
+    /// hashing.
+    last: Vec<usize>,
 }
 
 impl Grants {
-    fn with_capacity(capacity: usize) -> Self {
+    fn with_capacity(capacity: usize, frameworks: usize) -> Self {
         Grants {
             list: Vec::with_capacity(capacity),
             index: FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            last: vec![usize::MAX; frameworks],
         }
     }
 
     /// Adds `resources` to the grant for (`framework`, `node`), or makes it the grant (moved, not copied:
     /// the first task on a node often brings its port list).
     fn add(&mut self, framework: usize, node: usize, resources: Resources) {
-        match self.index.entry((framework, node)) {
-            Entry::Occupied(at) => self.list[*at.get()].2.add(&resources),
+        if let Some(grant) = self.list.get_mut(self.last[framework])
+            && grant.1 == node
+        {
+            return grant.2.add(&resources);
+        }
+        let at = match self.index.entry((framework, node)) {
+            Entry::Occupied(at) => {
+                self.list[*at.get()].2.add(&resources);
+                *at.get()
+            }
             Entry::Vacant(slot) => {
                 slot.insert(self.list.len());
                 self.list.push((framework, node, resources));
+                self.list.len() - 1
             }
-        }
+        };
+        self.last[framework] = at;
     }
 }
 
@@ -482,6 +509,18 @@ mod tests {
         let f = framework(1, 1.0, vec![TaskShape::new(8000, 64, 1), TaskShape::new(500, 64, 2)]);
         let grants = allocate(&view(vec![node(1, 2000, 1024)], vec![f]), &Config::default());
         assert_eq!(cpus_by_framework(&grants).get(&1), Some(&1000));
+    }
+
+    #[test]
+    fn tasks_on_a_node_granted_before_merge_into_its_grant() {
+        // The big tasks go to nodes 1 and 2; the small ones go back to node 1 (its grant is not the
+        // framework's last) and then to node 2. One grant per node, holding every task placed there.
+        let f = framework(1, 1.0, vec![TaskShape::new(800, 64, 2), TaskShape::new(100, 32, 3)]);
+        let grants =
+            allocate(&view(vec![node(1, 1000, 1024), node(2, 1000, 1024)], vec![f]), &Config::default());
+        let placed: Vec<_> =
+            grants.iter().map(|g| (g.node, g.resources.milli_cpus, g.resources.mem_mib)).collect();
+        assert_eq!(placed, vec![(1, 1000, 128), (2, 900, 96)]);
     }
 
     #[test]
