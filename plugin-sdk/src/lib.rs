@@ -156,6 +156,15 @@ pub trait Allocator: Sized {
     /// `incremental-allocator` world), so a 10,000-node view does not cross into the sandbox every cycle.
     /// The policy sees the same view either way.
     fn allocate(&mut self, view: &ClusterView) -> Vec<Grant>;
+
+    /// The same decision as [`allocate`](Allocator::allocate), as the columns the `incremental-allocator`
+    /// world answers with; [`export_allocator!`] calls this for every cycle on a held view. The default
+    /// converts what `allocate` returns. A policy that keeps its grants in another form may write the
+    /// columns directly ([`GrantColumns::collect`]) and skip building the `Vec<Grant>`; it must answer the
+    /// same grants in the same order.
+    fn allocate_columns(&mut self, view: &ClusterView) -> GrantColumns {
+        GrantColumns::from_grants(&self.allocate(view))
+    }
 }
 
 /// Framework logic: what to run, where, and the framework's own HTTP API.
@@ -269,8 +278,9 @@ macro_rules! export_allocator {
                     HELD.with(|held| {
                         let mut held = held.borrow_mut();
                         let view = held.apply(delta)?;
-                        let grants = with_instance(|value| <$ty as $crate::Allocator>::allocate(value, view));
-                        ::std::option::Option::Some($crate::GrantColumns::from_grants(grants))
+                        ::std::option::Option::Some(with_instance(|value| {
+                            <$ty as $crate::Allocator>::allocate_columns(value, view)
+                        }))
                     })
                 }
             }

@@ -2,7 +2,7 @@
 //! how a `view-delta` from the host brings it up to date. [`export_allocator!`](crate::export_allocator)
 //! uses this; a policy only ever sees the resulting [`ClusterView`].
 
-use crate::{ClusterView, Grant, GrantColumns, ViewDelta};
+use crate::{ClusterView, FrameworkId, Grant, GrantColumns, NodeId, Resources, ViewDelta};
 
 /// The view an instance holds and the epoch the host gave it.
 #[derive(Debug, Default)]
@@ -66,34 +66,36 @@ impl HeldView {
 }
 
 impl GrantColumns {
-    /// `grants` as the columns `allocate-delta` answers with, in the same order.
-    pub fn from_grants(grants: Vec<Grant>) -> GrantColumns {
-        let n = grants.len();
-        let ranges: usize = grants.iter().map(|g| g.resources.ports.len()).sum();
-        let mut columns = GrantColumns {
-            frameworks: Vec::with_capacity(n),
-            nodes: Vec::with_capacity(n),
-            milli_cpus: Vec::with_capacity(n),
-            mem_mib: Vec::with_capacity(n),
-            disk_mib: Vec::with_capacity(n),
-            gpus: Vec::with_capacity(n),
-            port_ranges: Vec::with_capacity(n),
-            port_bounds: Vec::with_capacity(2 * ranges),
-        };
-        for Grant { framework, node, resources } in grants {
-            columns.frameworks.push(framework);
-            columns.nodes.push(node);
-            columns.milli_cpus.push(resources.milli_cpus);
-            columns.mem_mib.push(resources.mem_mib);
-            columns.disk_mib.push(resources.disk_mib);
-            columns.gpus.push(resources.gpus);
-            columns.port_ranges.push(resources.ports.len() as u32);
+    /// `grants` (framework, node, resources) as the columns `allocate-delta` answers with, in the same
+    /// order. Each column is filled in a pass of its own, which is a tight loop without a capacity check.
+    pub fn collect<'a, I>(grants: I) -> GrantColumns
+    where
+        I: ExactSizeIterator<Item = (FrameworkId, NodeId, &'a Resources)> + Clone,
+    {
+        let column = |grants: &I| grants.clone();
+        let ranges = column(&grants).map(|(_, _, r)| r.ports.len()).sum::<usize>();
+        let mut port_bounds = Vec::with_capacity(2 * ranges);
+        for (_, _, resources) in column(&grants) {
             for range in &resources.ports {
-                columns.port_bounds.push(range.begin);
-                columns.port_bounds.push(range.end);
+                port_bounds.push(range.begin);
+                port_bounds.push(range.end);
             }
         }
-        columns
+        GrantColumns {
+            frameworks: column(&grants).map(|(framework, _, _)| framework).collect(),
+            nodes: column(&grants).map(|(_, node, _)| node).collect(),
+            milli_cpus: column(&grants).map(|(_, _, r)| r.milli_cpus).collect(),
+            mem_mib: column(&grants).map(|(_, _, r)| r.mem_mib).collect(),
+            disk_mib: column(&grants).map(|(_, _, r)| r.disk_mib).collect(),
+            gpus: column(&grants).map(|(_, _, r)| r.gpus).collect(),
+            port_ranges: column(&grants).map(|(_, _, r)| r.ports.len() as u32).collect(),
+            port_bounds,
+        }
+    }
+
+    /// `grants` as the columns `allocate-delta` answers with, in the same order.
+    pub fn from_grants(grants: &[Grant]) -> GrantColumns {
+        GrantColumns::collect(grants.iter().map(|g| (g.framework, g.node, &g.resources)))
     }
 }
 
@@ -175,7 +177,7 @@ mod tests {
             Grant { framework: 1, node: 10, resources: Resources::new(100, 32).with_ports(ports) },
             Grant { framework: 2, node: 20, resources: Resources { gpus: 1, ..Resources::new(200, 64) } },
         ];
-        let c = GrantColumns::from_grants(grants);
+        let c = GrantColumns::from_grants(&grants);
         assert_eq!((c.frameworks, c.nodes), (vec![1, 2], vec![10, 20]));
         assert_eq!(
             (c.milli_cpus, c.mem_mib, c.disk_mib, c.gpus),

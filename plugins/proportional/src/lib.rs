@@ -13,7 +13,7 @@ pub mod policy;
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    use berth_plugin_sdk::{Allocator, ClusterView, Grant, export_allocator};
+    use berth_plugin_sdk::{Allocator, ClusterView, Grant, GrantColumns, export_allocator};
 
     use crate::policy::{self, Config};
 
@@ -28,6 +28,10 @@ mod component {
 
         fn allocate(&mut self, view: &ClusterView) -> Vec<Grant> {
             policy::allocate(view, &self.config)
+        }
+
+        fn allocate_columns(&mut self, view: &ClusterView) -> GrantColumns {
+            policy::allocate_columns(view, &self.config)
         }
     }
 

@@ -23,7 +23,8 @@ use std::collections::binary_heap::PeekMut;
 use std::collections::hash_map::Entry;
 
 use berth_plugin_sdk::{
-    ClusterView, FrameworkId, Grant, Node, NodeId, PortRange, Resources, Scalars, TaskShape, ports,
+    ClusterView, FrameworkId, Grant, GrantColumns, Node, NodeId, PortRange, Resources, Scalars, TaskShape,
+    ports,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
@@ -114,6 +115,15 @@ const PRESIZED_GRANTS: usize = 1 << 16;
 
 /// One allocation cycle. See the module documentation for the rules.
 pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
+    decide(view, config).into_grants()
+}
+
+/// The same cycle as [`allocate`], answered as the columns a component's `allocate-delta` returns.
+pub fn allocate_columns(view: &ClusterView, config: &Config) -> GrantColumns {
+    decide(view, config).into_columns()
+}
+
+fn decide(view: &ClusterView, config: &Config) -> Decided {
     let minimum = config.minimum();
     let nodes = &view.nodes;
     let total = nodes.iter().fold(Scalars::ZERO, |sum, n| sum.plus(&n.total.scalars()));
@@ -234,7 +244,7 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
         }
     }
 
-    // In id order: sort small keys, then move each grant once.
+    // In id order: sort small keys; the grants stay where they are until they are written out.
     let mut order: Vec<(FrameworkId, NodeId, u32)> = grants
         .list
         .iter()
@@ -242,15 +252,35 @@ pub fn allocate(view: &ClusterView, config: &Config) -> Vec<Grant> {
         .map(|(i, (index, node, _))| (frameworks[*index].id, nodes[*node].id, i as u32))
         .collect();
     order.sort_unstable();
-    let mut list: Vec<Option<Resources>> = grants.list.into_iter().map(|(_, _, r)| Some(r)).collect();
-    order
-        .into_iter()
-        .map(|(framework, node, i)| Grant {
-            framework,
-            node,
-            resources: list[i as usize].take().expect("each grant is moved once"),
-        })
-        .collect()
+    Decided { order, resources: grants.list.into_iter().map(|(_, _, r)| r).collect() }
+}
+
+/// One cycle's grants: each grant's resources in the order they were made, and the order of the answer
+/// (by framework id, then node id) with the place of each grant's resources.
+struct Decided {
+    order: Vec<(FrameworkId, NodeId, u32)>,
+    resources: Vec<Resources>,
+}
+
+impl Decided {
+    fn into_grants(self) -> Vec<Grant> {
+        let mut resources: Vec<Option<Resources>> = self.resources.into_iter().map(Some).collect();
+        self.order
+            .into_iter()
+            .map(|(framework, node, i)| Grant {
+                framework,
+                node,
+                resources: resources[i as usize].take().expect("each grant is moved once"),
+            })
+            .collect()
+    }
+
+    fn into_columns(self) -> GrantColumns {
+        let resources = &self.resources;
+        GrantColumns::collect(
+            self.order.iter().map(|&(framework, node, i)| (framework, node, &resources[i as usize])),
+        )
+    }
 }
 
 /// What the nodes have left during a cycle. The first-fit scan reads only the dense `scalars` and
@@ -533,6 +563,30 @@ mod tests {
             .collect();
         let v = view(nodes, frameworks);
         assert_eq!(allocate(&v, &Config::default()), allocate(&v, &Config::default()));
+    }
+
+    #[test]
+    fn columns_hold_the_same_grants_in_the_same_order() {
+        let nodes: Vec<Node> = (0..6)
+            .map(|i| {
+                let mut n = node(10 - i, 2000, 4096);
+                n.available.ports = vec![PortRange { begin: 31000, end: 31003 }];
+                n
+            })
+            .collect();
+        let frameworks = vec![
+            framework(5, 1.0, vec![TaskShape { ports: 2, ..TaskShape::new(500, 256, 6) }]),
+            framework(
+                2,
+                2.0,
+                vec![TaskShape::new(300, 128, 9), TaskShape { ports: 1, ..TaskShape::new(100, 64, 4) }],
+            ),
+            framework(9, 1.0, vec![]),
+        ];
+        let v = view(nodes, frameworks);
+        let grants = allocate(&v, &Config::default());
+        assert!(grants.len() > 6 && grants.iter().any(|g| !g.resources.ports.is_empty()), "{grants:?}");
+        assert_eq!(allocate_columns(&v, &Config::default()), GrantColumns::from_grants(&grants));
     }
 
     #[test]
