@@ -306,10 +306,6 @@ impl<'a> Free<'a> {
         self.scalars[node]
     }
 
-    fn fits(&self, node: usize, shape: &TaskShape) -> bool {
-        shape.scalars().fits_in(&self.scalars[node]) && self.port_counts[node] >= u64::from(shape.ports)
-    }
-
     fn ports_mut(&mut self, node: usize) -> &mut Vec<PortRange> {
         let nodes = self.nodes;
         self.ports[node].get_or_insert_with(|| nodes[node].available.ports.clone())
@@ -356,10 +352,8 @@ impl<'a> Free<'a> {
     /// Moves `cursor` past the nodes that cannot fit the shape, stopping at the first one that fits but
     /// was skipped because of a filter (it may still suit another framework).
     ///
-    /// Not inlined: in wasm, Cranelift allocates registers for the whole of `decide` at once, and inlined
-    /// there this scan kept its bounds and the shape on the stack and reloaded a dozen spilled values on
-    /// every node it passed. On its own it runs in registers (wasm 10 % faster at 10k × 1,000; the native
-    /// build does not change).
+    /// Not inlined, for the reason given at [`scan`]: inside `decide`, the filter lookup and the cursor
+    /// logic add to the values Cranelift keeps on the stack there.
     #[inline(never)]
     fn first_fit(
         &self,
@@ -367,22 +361,39 @@ impl<'a> Free<'a> {
         cursor: &mut usize,
         filtered: impl Fn(usize) -> bool,
     ) -> Option<usize> {
+        let (need, ports) = (shape.scalars(), u64::from(shape.ports));
+        let mut from = *cursor;
         let mut advancing = true;
-        for i in *cursor..self.scalars.len() {
-            if self.fits(i, shape) {
-                if !filtered(i) {
-                    if advancing {
-                        *cursor = i;
-                    }
-                    return Some(i);
+        loop {
+            let Some(i) = scan(&self.scalars, &self.port_counts, from, &need, ports) else {
+                if advancing {
+                    *cursor = self.scalars.len();
                 }
-                advancing = false;
-            } else if advancing {
-                *cursor = i + 1;
+                return None;
+            };
+            if advancing {
+                *cursor = i;
             }
+            if !filtered(i) {
+                return Some(i);
+            }
+            advancing = false;
+            from = i + 1;
         }
-        None
     }
+}
+
+/// The first node at or after `from` with room for `need` and `ports` ports: the scan that most of a
+/// cycle's search is.
+///
+/// A function of its own, not inlined, on purpose. In wasm, Cranelift allocates registers over a whole
+/// function at once: inlined into `decide` (27 KB of machine code), and still beside the filter's hash
+/// lookup, this loop kept the shape, its bounds and the linear memory's base on the stack and reloaded
+/// them for every node it passed. Alone, it keeps them in registers. LLVM's native code does not care.
+#[inline(never)]
+fn scan(scalars: &[Scalars], port_counts: &[u64], from: usize, need: &Scalars, ports: u64) -> Option<usize> {
+    let port_counts = &port_counts[..scalars.len()];
+    (from..scalars.len()).find(|&i| need.fits_in(&scalars[i]) && port_counts[i] >= ports)
 }
 
 /// Grants made so far, one per (framework index, node position), in the order first made.
