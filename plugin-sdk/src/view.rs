@@ -72,23 +72,23 @@ impl GrantColumns {
     where
         I: ExactSizeIterator<Item = (FrameworkId, NodeId, &'a Resources)> + Clone,
     {
-        let column = |grants: &I| grants.clone();
-        let ranges = column(&grants).map(|(_, _, r)| r.ports.len()).sum::<usize>();
+        let port_ranges: Vec<u32> = grants.clone().map(|(_, _, r)| r.ports.len() as u32).collect();
+        let ranges: usize = port_ranges.iter().map(|&n| n as usize).sum();
         let mut port_bounds = Vec::with_capacity(2 * ranges);
-        for (_, _, resources) in column(&grants) {
+        for (_, _, resources) in grants.clone() {
             for range in &resources.ports {
                 port_bounds.push(range.begin);
                 port_bounds.push(range.end);
             }
         }
         GrantColumns {
-            frameworks: column(&grants).map(|(framework, _, _)| framework).collect(),
-            nodes: column(&grants).map(|(_, node, _)| node).collect(),
-            milli_cpus: column(&grants).map(|(_, _, r)| r.milli_cpus).collect(),
-            mem_mib: column(&grants).map(|(_, _, r)| r.mem_mib).collect(),
-            disk_mib: column(&grants).map(|(_, _, r)| r.disk_mib).collect(),
-            gpus: column(&grants).map(|(_, _, r)| r.gpus).collect(),
-            port_ranges: column(&grants).map(|(_, _, r)| r.ports.len() as u32).collect(),
+            frameworks: grants.clone().map(|(framework, _, _)| framework).collect(),
+            nodes: grants.clone().map(|(_, node, _)| node).collect(),
+            milli_cpus: grants.clone().map(|(_, _, r)| r.milli_cpus).collect(),
+            mem_mib: grants.clone().map(|(_, _, r)| r.mem_mib).collect(),
+            disk_mib: grants.clone().map(|(_, _, r)| r.disk_mib).collect(),
+            gpus: grants.map(|(_, _, r)| r.gpus).collect(),
+            port_ranges,
             port_bounds,
         }
     }
