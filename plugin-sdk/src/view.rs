@@ -2,7 +2,8 @@
 //! how a `view-delta` from the host brings it up to date. [`export_allocator!`](crate::export_allocator)
 //! uses this; a policy only ever sees the resulting [`ClusterView`].
 
-use crate::{ClusterView, FrameworkId, Grant, GrantColumns, NodeId, Resources, ViewDelta};
+use crate::bindings::allocator::berth::plugin::allocation::ResourceColumns;
+use crate::{ClusterView, FrameworkId, Grant, GrantColumns, NodeId, PortRange, Resources, ViewDelta, ports};
 
 /// The view an instance holds and the epoch the host gave it.
 #[derive(Debug, Default)]
@@ -19,6 +20,22 @@ impl Default for ClusterView {
     }
 }
 
+// Generated too; empty columns.
+#[allow(clippy::derivable_impls)]
+impl Default for ResourceColumns {
+    fn default() -> Self {
+        ResourceColumns {
+            ids: Vec::new(),
+            milli_cpus: Vec::new(),
+            mem_mib: Vec::new(),
+            disk_mib: Vec::new(),
+            gpus: Vec::new(),
+            port_ranges: Vec::new(),
+            port_bounds: Vec::new(),
+        }
+    }
+}
+
 impl HeldView {
     /// Applies `delta` and returns the view it makes, or `None` if the delta is based on a view this
     /// instance does not hold (the host then sends the whole view).
@@ -30,6 +47,7 @@ impl HeldView {
             available,
             removed_nodes,
             frameworks,
+            allocated,
             removed_frameworks,
             filters,
             now_ms,
@@ -42,15 +60,13 @@ impl HeldView {
             Some(base) if self.epoch == Some(base) => {
                 merge(&mut self.view.nodes, nodes, &removed_nodes, |n| n.id);
                 merge(&mut self.view.frameworks, frameworks, &removed_frameworks, |f| f.id);
-                let mut from = 0;
-                for change in available {
-                    let Ok(i) = self.view.nodes[from..].binary_search_by_key(&change.id, |n| n.id) else {
-                        // Not a node we hold: we are out of step with the host. Ask for the whole view.
-                        self.epoch = None;
-                        return None;
-                    };
-                    from += i;
-                    self.view.nodes[from].available = change.available;
+                let in_step = set_columns(&mut self.view.nodes, available, |n| n.id, |n| &mut n.available)
+                    && set_columns(&mut self.view.frameworks, allocated, |f| f.id, |f| &mut f.allocated);
+                if !in_step {
+                    // Not records we hold, or columns the host would not send: we are out of step with
+                    // the host. Ask for the whole view.
+                    self.epoch = None;
+                    return None;
                 }
             }
             Some(_) => {
@@ -76,10 +92,7 @@ impl GrantColumns {
         let ranges: usize = port_ranges.iter().map(|&n| n as usize).sum();
         let mut port_bounds = Vec::with_capacity(2 * ranges);
         for (_, _, resources) in grants.clone() {
-            for range in &resources.ports {
-                port_bounds.push(range.begin);
-                port_bounds.push(range.end);
-            }
+            ports::push_bounds(&mut port_bounds, &resources.ports);
         }
         GrantColumns {
             frameworks: grants.clone().map(|(framework, _, _)| framework).collect(),
@@ -97,6 +110,42 @@ impl GrantColumns {
     pub fn from_grants(grants: &[Grant]) -> GrantColumns {
         GrantColumns::collect(grants.iter().map(|g| (g.framework, g.node, &g.resources)))
     }
+}
+
+/// Sets one field (`field`) of each record of `held` (sorted by id) that `columns` names (sorted by id) to
+/// its entry. Returns `false` when an id is not held or the columns do not make entries.
+fn set_columns<T>(
+    held: &mut [T],
+    columns: ResourceColumns,
+    id: impl Fn(&T) -> u32,
+    field: impl Fn(&mut T) -> &mut Resources,
+) -> bool {
+    let ResourceColumns { ids, milli_cpus, mem_mib, disk_mib, gpus, port_ranges, port_bounds } = columns;
+    let n = ids.len();
+    if [milli_cpus.len(), mem_mib.len(), disk_mib.len(), gpus.len(), port_ranges.len()]
+        .iter()
+        .any(|&l| l != n)
+    {
+        return false;
+    }
+    let Ok(ports) = ports::split_bounds::<PortRange>(&port_ranges, &port_bounds) else {
+        return false;
+    };
+    let mut from = 0;
+    for (i, ports) in ports.into_iter().enumerate() {
+        let Ok(at) = held[from..].binary_search_by_key(&ids[i], &id) else {
+            return false;
+        };
+        from += at;
+        *field(&mut held[from]) = Resources {
+            milli_cpus: milli_cpus[i],
+            mem_mib: mem_mib[i],
+            disk_mib: disk_mib[i],
+            gpus: gpus[i],
+            ports,
+        };
+    }
+    true
 }
 
 /// Brings `held` (sorted by id) up to date: drops the `removed` ids and puts each of `changed` (sorted by
@@ -186,24 +235,106 @@ mod tests {
         assert_eq!((c.port_ranges, c.port_bounds), (vec![2, 0], vec![8000, 8001, 9000, 9000]));
     }
 
-    #[test]
-    fn a_delta_on_a_view_not_held_is_refused_until_a_whole_view_comes() {
-        let delta = |base, epoch| ViewDelta {
+    fn delta(base: Option<u64>, epoch: u64) -> ViewDelta {
+        ViewDelta {
             base,
             epoch,
             nodes: vec![],
-            available: vec![],
+            available: ResourceColumns::default(),
             removed_nodes: vec![],
             frameworks: vec![],
+            allocated: ResourceColumns::default(),
             removed_frameworks: vec![],
             filters: vec![],
             now_ms: epoch,
-        };
+        }
+    }
+
+    #[test]
+    fn a_delta_on_a_view_not_held_is_refused_until_a_whole_view_comes() {
         let mut held = HeldView::default();
         assert!(held.apply(delta(Some(1), 2)).is_none());
         assert_eq!(held.apply(delta(None, 3)).map(|v| v.now_ms), Some(3));
         assert_eq!(held.apply(delta(Some(3), 4)).map(|v| v.now_ms), Some(4));
         assert!(held.apply(delta(Some(3), 5)).is_none(), "epoch 3 is no longer held");
         assert!(held.apply(delta(Some(4), 6)).is_none(), "a refused delta forgets the view");
+    }
+
+    #[test]
+    fn columns_set_what_nodes_have_and_frameworks_hold() {
+        use crate::{FrameworkInfo, Node, PortRange};
+        let node = |id| Node {
+            id,
+            hostname: format!("n{id}"),
+            total: Resources::new(1000, 1024),
+            available: Resources::new(1000, 1024),
+            attributes: vec![],
+        };
+        let framework = |id| FrameworkInfo {
+            id,
+            name: format!("f{id}"),
+            role: "*".into(),
+            weight: 1.0,
+            allocated: Resources::default(),
+            suppressed: false,
+            demand: vec![],
+        };
+        let mut held = HeldView::default();
+        let whole = ViewDelta {
+            nodes: vec![node(1), node(2), node(3)],
+            frameworks: vec![framework(5), framework(6)],
+            ..delta(None, 1)
+        };
+        assert!(held.apply(whole).is_some());
+
+        // Node 2 has 400 CPU, 10 MiB and port 31005 left, node 3 nothing; framework 6 holds 600 CPU.
+        let available = ResourceColumns {
+            ids: vec![2, 3],
+            milli_cpus: vec![400, 0],
+            mem_mib: vec![10, 0],
+            disk_mib: vec![0, 0],
+            gpus: vec![0, 0],
+            port_ranges: vec![1, 0],
+            port_bounds: vec![31005, 31005],
+        };
+        let allocated = ResourceColumns {
+            ids: vec![6],
+            milli_cpus: vec![600],
+            mem_mib: vec![64],
+            disk_mib: vec![0],
+            gpus: vec![0],
+            port_ranges: vec![0],
+            port_bounds: vec![],
+        };
+        let view = held
+            .apply(ViewDelta { available: available.clone(), allocated, ..delta(Some(1), 2) })
+            .expect("a delta on the view held");
+        let ports = vec![PortRange { begin: 31005, end: 31005 }];
+        let have: Vec<Resources> = view.nodes.iter().map(|n| n.available.clone()).collect();
+        assert_eq!(
+            have,
+            vec![node(1).available, Resources::new(400, 10).with_ports(ports), Resources::default()]
+        );
+        assert_eq!(view.frameworks[1].allocated, Resources::new(600, 64));
+        assert_eq!(view.frameworks[0].allocated, Resources::default());
+
+        // Columns that name a node not held, or that do not make entries, put the instance out of step.
+        let unknown = ResourceColumns { ids: vec![2, 4], ..available };
+        assert!(held.apply(ViewDelta { available: unknown, ..delta(Some(2), 3) }).is_none());
+        assert!(held.apply(delta(Some(2), 3)).is_none(), "the view is forgotten");
+        assert!(held.apply(ViewDelta { nodes: vec![node(2)], ..delta(None, 4) }).is_some());
+        let odd = ResourceColumns {
+            ids: vec![2],
+            milli_cpus: vec![1],
+            mem_mib: vec![1],
+            disk_mib: vec![0],
+            gpus: vec![0],
+            port_ranges: vec![1],
+            port_bounds: vec![31005],
+        };
+        assert!(held.apply(ViewDelta { available: odd.clone(), ..delta(Some(4), 5) }).is_none());
+        assert!(held.apply(ViewDelta { nodes: vec![node(2)], ..delta(None, 6) }).is_some());
+        let fixed = ResourceColumns { port_bounds: vec![31005, 31005], ..odd };
+        assert!(held.apply(ViewDelta { available: fixed, ..delta(Some(6), 7) }).is_some());
     }
 }

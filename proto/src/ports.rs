@@ -159,6 +159,57 @@ pub fn take<S: Span>(set: &mut Vec<S>, n: u32) -> Option<Vec<S>> {
     Some(taken)
 }
 
+/// Appends `ranges` to `bounds` the way the ABI's column records carry port ranges (`grant-columns`,
+/// `resource-columns`): each range as its first port, then its last.
+pub fn push_bounds<S: Span>(bounds: &mut Vec<u16>, ranges: &[S]) {
+    bounds.reserve(2 * ranges.len());
+    for range in ranges {
+        bounds.push(range.begin());
+        bounds.push(range.end());
+    }
+}
+
+/// Why [`split_bounds`] refused port columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundsError {
+    /// `bounds` holds an odd number of ports.
+    Odd,
+    /// The counts ask for more ranges than `bounds` holds.
+    Short,
+    /// Ranges are left in `bounds` after every entry has its own.
+    Unused,
+}
+
+impl std::fmt::Display for BoundsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BoundsError::Odd => "an odd number of port bounds",
+            BoundsError::Short => "more port ranges than `port-bounds` holds",
+            BoundsError::Unused => "port bounds that no entry holds",
+        })
+    }
+}
+
+impl std::error::Error for BoundsError {}
+
+/// Reads back what [`push_bounds`] wrote for a list of entries: `counts[i]` ranges for entry `i`, in
+/// order. Every bound must belong to exactly one entry.
+pub fn split_bounds<S: Span>(counts: &[u32], bounds: &[u16]) -> Result<Vec<Vec<S>>, BoundsError> {
+    if !bounds.len().is_multiple_of(2) {
+        return Err(BoundsError::Odd);
+    }
+    let mut pairs = bounds.chunks_exact(2);
+    let ranges = counts
+        .iter()
+        .map(|&n| (0..n).map(|_| pairs.next().map(|b| S::new(b[0], b[1]))).collect::<Option<Vec<S>>>())
+        .collect::<Option<Vec<_>>>()
+        .ok_or(BoundsError::Short)?;
+    match pairs.next() {
+        Some(_) => Err(BoundsError::Unused),
+        None => Ok(ranges),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +269,22 @@ mod tests {
         let t = take(&mut s, 2).unwrap();
         assert_eq!(t, set(&[(100, 101)]));
         assert_eq!(s, set(&[(200, 210)]));
+    }
+
+    #[test]
+    fn bounds_split_back_into_each_entrys_ranges() {
+        let entries = [set(&[]), set(&[(31000, 31001), (31005, 31005)]), set(&[(80, 80)])];
+        let mut bounds = Vec::new();
+        for ranges in &entries {
+            push_bounds(&mut bounds, ranges);
+        }
+        assert_eq!(bounds, vec![31000, 31001, 31005, 31005, 80, 80]);
+        let counts: Vec<u32> = entries.iter().map(|r| r.len() as u32).collect();
+        assert_eq!(split_bounds::<(u16, u16)>(&counts, &bounds), Ok(entries.to_vec()));
+
+        assert_eq!(split_bounds::<(u16, u16)>(&counts, &bounds[..5]), Err(BoundsError::Odd));
+        assert_eq!(split_bounds::<(u16, u16)>(&[0, 2, 2], &bounds), Err(BoundsError::Short));
+        assert_eq!(split_bounds::<(u16, u16)>(&[0, 2, u32::MAX], &bounds), Err(BoundsError::Short));
+        assert_eq!(split_bounds::<(u16, u16)>(&[0, 2, 0], &bounds), Err(BoundsError::Unused));
     }
 }

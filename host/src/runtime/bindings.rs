@@ -46,7 +46,7 @@ pub mod framework {
 }
 
 pub use allocator::berth::plugin::allocation::{
-    ClusterView, DeclineFilter, Framework, Grant, GrantColumns, Node, NodeAvailable, ViewDelta,
+    ClusterView, DeclineFilter, Framework, Grant, GrantColumns, Node, ResourceColumns, ViewDelta,
 };
 pub use allocator::berth::plugin::host::Level;
 pub use allocator::berth::plugin::types::{Attribute, PortRange, Resources, TaskShape};
@@ -82,17 +82,12 @@ impl GrantColumns {
         {
             return Err("`allocate-delta` answered grant columns of different lengths");
         }
-        if port_bounds.len() % 2 != 0 {
-            return Err("`allocate-delta` answered an odd number of port bounds");
-        }
-        let mut bounds = port_bounds.chunks_exact(2);
-        let mut grants = Vec::with_capacity(n);
-        for i in 0..n {
-            let ports = (0..port_ranges[i])
-                .map(|_| bounds.next().map(|b| PortRange { begin: b[0], end: b[1] }))
-                .collect::<Option<Vec<_>>>()
-                .ok_or("`allocate-delta` answered more port ranges than `port-bounds` holds")?;
-            grants.push(Grant {
+        let ports =
+            berth_proto::ports::split_bounds(&port_ranges, &port_bounds).map_err(grant_bounds_error)?;
+        let grants = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, ports)| Grant {
                 framework: frameworks[i],
                 node: nodes[i],
                 resources: Resources {
@@ -102,12 +97,80 @@ impl GrantColumns {
                     gpus: gpus[i],
                     ports,
                 },
-            });
-        }
-        if bounds.next().is_some() {
-            return Err("`allocate-delta` answered port bounds that no grant holds");
-        }
+            })
+            .collect();
         Ok(grants)
+    }
+}
+
+fn grant_bounds_error(error: berth_proto::ports::BoundsError) -> &'static str {
+    use berth_proto::ports::BoundsError;
+    match error {
+        BoundsError::Odd => "`allocate-delta` answered an odd number of port bounds",
+        BoundsError::Short => "`allocate-delta` answered more port ranges than `port-bounds` holds",
+        BoundsError::Unused => "`allocate-delta` answered port bounds that no grant holds",
+    }
+}
+
+impl ResourceColumns {
+    /// No entries.
+    pub fn new() -> ResourceColumns {
+        ResourceColumns {
+            ids: Vec::new(),
+            milli_cpus: Vec::new(),
+            mem_mib: Vec::new(),
+            disk_mib: Vec::new(),
+            gpus: Vec::new(),
+            port_ranges: Vec::new(),
+            port_bounds: Vec::new(),
+        }
+    }
+
+    /// Appends the entry `id` with `resources`.
+    pub fn push(&mut self, id: u32, resources: &Resources) {
+        self.ids.push(id);
+        self.milli_cpus.push(resources.milli_cpus);
+        self.mem_mib.push(resources.mem_mib);
+        self.disk_mib.push(resources.disk_mib);
+        self.gpus.push(resources.gpus);
+        self.port_ranges.push(resources.ports.len() as u32);
+        berth_proto::ports::push_bounds(&mut self.port_bounds, &resources.ports);
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+#[cfg(test)]
+impl ResourceColumns {
+    /// The entries, read back.
+    pub(crate) fn entries(&self) -> Vec<(u32, Resources)> {
+        let ports: Vec<Vec<PortRange>> =
+            berth_proto::ports::split_bounds(&self.port_ranges, &self.port_bounds)
+                .expect("well-formed columns");
+        self.ids
+            .iter()
+            .zip(ports)
+            .enumerate()
+            .map(|(i, (&id, ports))| {
+                let (milli_cpus, mem_mib, disk_mib, gpus) =
+                    (self.milli_cpus[i], self.mem_mib[i], self.disk_mib[i], self.gpus[i]);
+                (id, Resources { milli_cpus, mem_mib, disk_mib, gpus, ports })
+            })
+            .collect()
+    }
+}
+
+impl Default for ResourceColumns {
+    fn default() -> Self {
+        ResourceColumns::new()
     }
 }
 

@@ -4,7 +4,7 @@
 //! The copy is kept per instance, so an instance that is dropped (after a failed call) or replaced (a
 //! new version) takes its copy with it and the next instance starts from a whole view.
 
-use super::bindings::{ClusterView, Framework, Node, NodeAvailable, ViewDelta};
+use super::bindings::{ClusterView, Framework, Node, ResourceColumns, ViewDelta};
 
 /// What one instance holds, as of its last answered `allocate-delta`.
 #[derive(Debug, Default)]
@@ -60,10 +60,7 @@ impl HeldView {
         }
         if same_ids(&self.frameworks, &view.frameworks, |f| f.id) {
             for (held, next) in self.frameworks.iter_mut().zip(&view.frameworks) {
-                if held != next {
-                    held.clone_from(next);
-                    delta.frameworks.push(next.clone());
-                }
+                changed_framework(held, next, &mut delta);
             }
         } else {
             diff(
@@ -110,9 +107,10 @@ impl HeldView {
             base,
             epoch: self.last_epoch,
             nodes: Vec::new(),
-            available: Vec::new(),
+            available: ResourceColumns::new(),
             removed_nodes: Vec::new(),
             frameworks: Vec::new(),
+            allocated: ResourceColumns::new(),
             removed_frameworks: Vec::new(),
             filters: view.filters.clone(),
             now_ms: view.now_ms,
@@ -141,7 +139,7 @@ fn changed_node(held: &mut Node, next: &Node, delta: &mut ViewDelta) {
     if held.available != next.available {
         if held.hostname == next.hostname && held.total == next.total && held.attributes == next.attributes {
             held.available.clone_from(&next.available);
-            delta.available.push(available(next));
+            delta.available.push(next.id, &next.available);
             return;
         }
     } else if held == next {
@@ -151,8 +149,26 @@ fn changed_node(held: &mut Node, next: &Node, delta: &mut ViewDelta) {
     delta.nodes.push(next.clone());
 }
 
-fn available(node: &Node) -> NodeAvailable {
-    NodeAvailable { id: node.id, available: node.available.clone() }
+/// Brings a framework held from the base up to `next`, as [`changed_node`] does a node: `(id, allocated)`
+/// when what it holds is all that changed (a cycle's grants, its tasks starting and ending).
+fn changed_framework(held: &mut Framework, next: &Framework, delta: &mut ViewDelta) {
+    let Framework { id: _, name, role, weight, allocated, suppressed, demand } = next;
+    if held.allocated != *allocated {
+        if held.name == *name
+            && held.role == *role
+            && held.weight == *weight
+            && held.suppressed == *suppressed
+            && held.demand == *demand
+        {
+            held.allocated.clone_from(allocated);
+            delta.allocated.push(next.id, allocated);
+            return;
+        }
+    } else if held == next {
+        return;
+    }
+    held.clone_from(next);
+    delta.frameworks.push(next.clone());
 }
 
 /// Brings `held` to `next` (both sorted by id) when ids joined or left, pushing what is new or changed
@@ -186,7 +202,7 @@ mod tests {
     //! The diff as pure logic: applying each delta the way the SDK does must give back the view.
 
     use super::*;
-    use crate::runtime::bindings::{Attribute, Resources};
+    use crate::runtime::bindings::{Attribute, PortRange, Resources, TaskShape};
 
     fn node(id: u32, milli_cpus: u64) -> Node {
         let r = Resources { milli_cpus, mem_mib: 1024, disk_mib: 0, gpus: 0, ports: vec![] };
@@ -209,9 +225,9 @@ mod tests {
                 Err(i) => held.insert(i, n.clone()),
             }
         }
-        for a in &delta.available {
-            let i = held.binary_search_by_key(&a.id, |h| h.id).expect("`available` names a held node");
-            held[i].available = a.available.clone();
+        for (id, available) in delta.available.entries() {
+            let i = held.binary_search_by_key(&id, |h| h.id).expect("`available` names a held node");
+            held[i].available = available;
         }
     }
 
@@ -231,7 +247,7 @@ mod tests {
         let d = held.delta(&second, None);
         assert_eq!((d.base, d.epoch), (Some(1), 2));
         assert_eq!(
-            d.available.iter().map(|a| (a.id, a.available.milli_cpus)).collect::<Vec<_>>(),
+            d.available.entries().iter().map(|(id, a)| (*id, a.milli_cpus)).collect::<Vec<_>>(),
             vec![(3, 400)]
         );
         assert_eq!(
@@ -293,7 +309,7 @@ mod tests {
         second.nodes[3].available.milli_cpus = 20;
         let d = held.delta(&second, Some(&[1, 1, 0, 1]));
         assert_eq!(d.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(d.available.iter().map(|a| a.id).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(d.available.ids, vec![4]);
         apply(&mut guest, &d);
         assert_eq!(guest[2].hostname, "n3", "a node is read only when its revision moves");
 
@@ -315,8 +331,37 @@ mod tests {
         fourth.nodes[0].available.milli_cpus = 1;
         let d = held.delta(&fourth, Some(&[2, 1, 0, 1, 1]));
         assert_eq!(d.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![5]);
-        assert_eq!(d.available.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(d.available.ids, vec![1]);
         apply(&mut guest, &d);
         assert_eq!(guest, fourth.nodes);
+    }
+
+    fn framework(id: u32) -> Framework {
+        let allocated = Resources { milli_cpus: 0, mem_mib: 0, disk_mib: 0, gpus: 0, ports: vec![] };
+        let (name, role) = (format!("f{id}"), "*".into());
+        Framework { id, name, role, weight: 1.0, allocated, suppressed: false, demand: vec![] }
+    }
+
+    #[test]
+    fn frameworks_whose_holdings_alone_changed_cross_as_columns() {
+        let mut held = HeldView::default();
+        let mut first = view(vec![node(1, 1000)]);
+        first.frameworks = (1..=3).map(framework).collect();
+        assert_eq!(held.delta(&first, None).frameworks.len(), 3);
+
+        // Framework 1 holds more (with ports); framework 3 holds more and wants a task.
+        let mut second = first.clone();
+        second.frameworks[0].allocated.milli_cpus = 500;
+        second.frameworks[0].allocated.ports = vec![PortRange { begin: 31000, end: 31002 }];
+        second.frameworks[2].allocated.milli_cpus = 100;
+        let shape = TaskShape { milli_cpus: 100, mem_mib: 32, disk_mib: 0, gpus: 0, ports: 0, count: 1 };
+        second.frameworks[2].demand.push(shape);
+        let d = held.delta(&second, None);
+        assert_eq!(d.allocated.entries(), vec![(1, second.frameworks[0].allocated.clone())]);
+        assert_eq!(d.frameworks, vec![second.frameworks[2].clone()], "another change sends it whole");
+
+        // The held copy followed both.
+        let d = held.delta(&second, None);
+        assert!(d.allocated.is_empty() && d.frameworks.is_empty(), "{d:?}");
     }
 }
