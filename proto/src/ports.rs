@@ -198,15 +198,19 @@ pub fn split_bounds<S: Span>(counts: &[u32], bounds: &[u16]) -> Result<Vec<Vec<S
     if !bounds.len().is_multiple_of(2) {
         return Err(BoundsError::Odd);
     }
-    let mut pairs = bounds.chunks_exact(2);
-    let ranges = counts
-        .iter()
-        .map(|&n| (0..n).map(|_| pairs.next().map(|b| S::new(b[0], b[1]))).collect::<Option<Vec<S>>>())
-        .collect::<Option<Vec<_>>>()
-        .ok_or(BoundsError::Short)?;
-    match pairs.next() {
-        Some(_) => Err(BoundsError::Unused),
-        None => Ok(ranges),
+    let mut ranges = Vec::with_capacity(counts.len());
+    let mut rest = bounds;
+    for &n in counts {
+        let Some((entry, after)) = (n as usize).checked_mul(2).and_then(|len| rest.split_at_checked(len))
+        else {
+            return Err(BoundsError::Short);
+        };
+        ranges.push(entry.chunks_exact(2).map(|b| S::new(b[0], b[1])).collect());
+        rest = after;
+    }
+    match rest {
+        [] => Ok(ranges),
+        _ => Err(BoundsError::Unused),
     }
 }
 
