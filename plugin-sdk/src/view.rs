@@ -260,6 +260,15 @@ mod tests {
         assert!(held.apply(delta(Some(4), 6)).is_none(), "a refused delta forgets the view");
     }
 
+    /// Resource columns of `entries` (id, resources), written the way grant columns are.
+    fn columns(entries: &[(u32, Resources)]) -> ResourceColumns {
+        let c = GrantColumns::collect(entries.iter().map(|(id, resources)| (0, *id, resources)));
+        let GrantColumns {
+            nodes: ids, milli_cpus, mem_mib, disk_mib, gpus, port_ranges, port_bounds, ..
+        } = c;
+        ResourceColumns { ids, milli_cpus, mem_mib, disk_mib, gpus, port_ranges, port_bounds }
+    }
+
     #[test]
     fn columns_set_what_nodes_have_and_frameworks_hold() {
         use crate::{FrameworkInfo, Node, PortRange};
@@ -288,32 +297,17 @@ mod tests {
         assert!(held.apply(whole).is_some());
 
         // Node 2 has 400 CPU, 10 MiB and port 31005 left, node 3 nothing; framework 6 holds 600 CPU.
-        let available = ResourceColumns {
-            ids: vec![2, 3],
-            milli_cpus: vec![400, 0],
-            mem_mib: vec![10, 0],
-            disk_mib: vec![0, 0],
-            gpus: vec![0, 0],
-            port_ranges: vec![1, 0],
-            port_bounds: vec![31005, 31005],
-        };
-        let allocated = ResourceColumns {
-            ids: vec![6],
-            milli_cpus: vec![600],
-            mem_mib: vec![64],
-            disk_mib: vec![0],
-            gpus: vec![0],
-            port_ranges: vec![0],
-            port_bounds: vec![],
-        };
+        let ports = vec![PortRange { begin: 31005, end: 31005 }];
+        let available =
+            columns(&[(2, Resources::new(400, 10).with_ports(ports.clone())), (3, Resources::default())]);
+        let allocated = columns(&[(6, Resources::new(600, 64))]);
         let view = held
             .apply(ViewDelta { available: available.clone(), allocated, ..delta(Some(1), 2) })
             .expect("a delta on the view held");
-        let ports = vec![PortRange { begin: 31005, end: 31005 }];
         let have: Vec<Resources> = view.nodes.iter().map(|n| n.available.clone()).collect();
         assert_eq!(
             have,
-            vec![node(1).available, Resources::new(400, 10).with_ports(ports), Resources::default()]
+            vec![node(1).available, Resources::new(400, 10).with_ports(ports.clone()), Resources::default()]
         );
         assert_eq!(view.frameworks[1].allocated, Resources::new(600, 64));
         assert_eq!(view.frameworks[0].allocated, Resources::default());
@@ -323,18 +317,10 @@ mod tests {
         assert!(held.apply(ViewDelta { available: unknown, ..delta(Some(2), 3) }).is_none());
         assert!(held.apply(delta(Some(2), 3)).is_none(), "the view is forgotten");
         assert!(held.apply(ViewDelta { nodes: vec![node(2)], ..delta(None, 4) }).is_some());
-        let odd = ResourceColumns {
-            ids: vec![2],
-            milli_cpus: vec![1],
-            mem_mib: vec![1],
-            disk_mib: vec![0],
-            gpus: vec![0],
-            port_ranges: vec![1],
-            port_bounds: vec![31005],
-        };
-        assert!(held.apply(ViewDelta { available: odd.clone(), ..delta(Some(4), 5) }).is_none());
+        let one = columns(&[(2, Resources::new(1, 1).with_ports(ports))]);
+        let odd = ResourceColumns { port_bounds: vec![31005], ..one.clone() };
+        assert!(held.apply(ViewDelta { available: odd, ..delta(Some(4), 5) }).is_none());
         assert!(held.apply(ViewDelta { nodes: vec![node(2)], ..delta(None, 6) }).is_some());
-        let fixed = ResourceColumns { port_bounds: vec![31005, 31005], ..odd };
-        assert!(held.apply(ViewDelta { available: fixed, ..delta(Some(6), 7) }).is_some());
+        assert!(held.apply(ViewDelta { available: one, ..delta(Some(6), 7) }).is_some());
     }
 }
