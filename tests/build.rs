@@ -13,6 +13,7 @@ const GUESTS: &[Guest] = &[
     Guest { package: "berth-test-tagged", name: "tagged", features: &[] },
     Guest { package: "berth-test-sandbox-probe", name: "sandbox-probe", features: &[] },
     Guest { package: "berth-test-missing-export", name: "missing-export", features: &[] },
+    Guest { package: "berth-test-old-delta", name: "old-delta", features: &[] },
     Guest { package: "berth-test-workers", name: "workers", features: &[] },
     Guest { package: "berth-test-rogue", name: "rogue", features: &[] },
     Guest { package: "berth-test-launcher", name: "launcher", features: &[] },

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use berth_host::bundled;
 use berth_host::runtime::bindings::HttpRequest;
 use berth_host::runtime::{
-    CallError, FrameworkInstance, LoadError, NewVersion, Plugin, PluginKind, PluginLimits, Registry, Runtime,
+    AllocatorInstance, CallError, FrameworkInstance, LoadError, NewVersion, Plugin, PluginKind, PluginLimits,
+    Registry, Runtime,
 };
 use berth_tests::guests;
 use berth_tests::views::{framework, node, shape, view};
@@ -133,6 +134,27 @@ fn bytes_that_are_not_a_component_are_refused_with_the_reason() {
     assert!(matches!(error, LoadError::Invalid(_)), "{error}");
 
     assert!(registry.get("bad").is_none());
+}
+
+#[test]
+fn an_allocate_delta_of_other_types_is_not_used_and_allocate_gets_whole_views() {
+    // As from a plugin built against another version of the ABI: the component exports `allocate-delta`,
+    // but not with this berth's types. It loads as a plain allocator instead of being refused, and its
+    // `allocate-delta` (which traps if called) is never called.
+    let registry = registry();
+    let limits = PluginLimits::default();
+    let bytes = guests::read(guests::OLD_DELTA);
+    let plugin = load(&registry, "old-delta", PluginKind::Allocator, &bytes, "", limits).expect("loaded");
+    assert!(!AllocatorInstance::create(&plugin.active()).expect("an instance").incremental());
+
+    let frameworks = vec![framework(1, "a", 1.0, vec![]), framework(2, "b", 1.0, vec![])];
+    let view = view(vec![node(7, 4_000, 4_096)], frameworks);
+    for _ in 0..3 {
+        let (_, grants) = plugin.allocate(&view).expect("`allocate` with the whole view");
+        let placed: Vec<_> = grants.iter().map(|g| (g.framework, g.node, g.resources.milli_cpus)).collect();
+        assert_eq!(placed, vec![(1, 7, 100), (2, 7, 100)]);
+    }
+    assert_eq!(plugin.active().stats().traps, 0);
 }
 
 #[test]

@@ -332,7 +332,19 @@ impl Registry {
             PluginKind::Allocator
                 if validate::exports_function(self.runtime.engine(), &component, "allocate-delta") =>
             {
-                Pre::IncrementalAllocator(IncrementalAllocatorPre::new(linked).map_err(types)?)
+                match IncrementalAllocatorPre::new(linked.clone()) {
+                    Ok(pre) => Pre::IncrementalAllocator(pre),
+                    // An `allocate-delta` of other types, such as one built against an earlier version of
+                    // the ABI: the plugin's `allocate` still serves, with whole views.
+                    Err(e) => {
+                        let pre = AllocatorPre::new(linked).map_err(types)?;
+                        tracing::warn!(target: "berth.runtime", plugin = new.name, error = %format!("{e:#}"),
+                            "the plugin's `allocate-delta` does not have this berth's types (built against \
+                             another version of the plugin ABI?); it is not used, and `allocate` is sent \
+                             whole views");
+                        Pre::Allocator(pre)
+                    }
+                }
             }
             PluginKind::Allocator => Pre::Allocator(AllocatorPre::new(linked).map_err(types)?),
             PluginKind::Framework => Pre::Framework(FrameworkPre::new(linked).map_err(types)?),
