@@ -113,19 +113,6 @@ fn grant_bounds_error(error: berth_proto::ports::BoundsError) -> &'static str {
 }
 
 impl ResourceColumns {
-    /// No entries.
-    pub fn new() -> ResourceColumns {
-        ResourceColumns {
-            ids: Vec::new(),
-            milli_cpus: Vec::new(),
-            mem_mib: Vec::new(),
-            disk_mib: Vec::new(),
-            gpus: Vec::new(),
-            port_ranges: Vec::new(),
-            port_bounds: Vec::new(),
-        }
-    }
-
     /// Appends the entry `id` with `resources`.
     pub fn push(&mut self, id: u32, resources: &Resources) {
         self.ids.push(id);
@@ -135,11 +122,6 @@ impl ResourceColumns {
         self.gpus.push(resources.gpus);
         self.port_ranges.push(resources.ports.len() as u32);
         berth_proto::ports::push_bounds(&mut self.port_bounds, &resources.ports);
-    }
-
-    /// The number of entries.
-    pub fn len(&self) -> usize {
-        self.ids.len()
     }
 
     /// Whether there are no entries.
@@ -168,9 +150,20 @@ impl ResourceColumns {
     }
 }
 
+// Generated, so `Default` cannot be derived (bindgen's `additional_derives` would ask it of enums too):
+// no entries.
+#[allow(clippy::derivable_impls)]
 impl Default for ResourceColumns {
     fn default() -> Self {
-        ResourceColumns::new()
+        ResourceColumns {
+            ids: Vec::new(),
+            milli_cpus: Vec::new(),
+            mem_mib: Vec::new(),
+            disk_mib: Vec::new(),
+            gpus: Vec::new(),
+            port_ranges: Vec::new(),
+            port_bounds: Vec::new(),
+        }
     }
 }
 
