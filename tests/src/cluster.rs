@@ -33,10 +33,15 @@ pub fn free_port() -> u16 {
 
 /// A range of 20 host ports no other cluster of this test process offers, as `begin-end`: agents on one
 /// machine share its ports, and tests run side by side.
+///
+/// The ranges lie in 10000-29999, below Linux's ephemeral ports (32768-60999 by default), from which
+/// [`free_port`] and every outgoing connection take theirs. A range inside them can offer a port the
+/// machine has already handed out: a CI run saw Docker refuse a task's port 33080 with "address already
+/// in use".
 pub fn port_range() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let begin = 33_000 + (n % 1_000) * 20;
+    let begin = 10_000 + (n % 1_000) * 20;
     format!("{begin}-{}", begin + 19)
 }
 
