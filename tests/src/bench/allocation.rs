@@ -10,11 +10,14 @@
 //! The whole-view call (`allocate`, what the master made before views were incremental) is measured too.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_host::bundled;
 use berth_host::runtime::bindings as abi;
-use berth_host::runtime::{AllocatorInstance, NewVersion, PluginKind, PluginLimits, Registry, Runtime};
+use berth_host::runtime::{
+    AllocatorInstance, NewVersion, Plugin, PluginKind, PluginLimits, Registry, Runtime,
+};
 use berth_plugin_proportional::policy;
 use berth_plugin_sdk as sdk;
 
@@ -211,57 +214,144 @@ pub fn plain_wasm(grants: &[abi::Grant]) -> Vec<Plain> {
         .collect()
 }
 
+/// The two views a point of the matrix alternates between, as the native policy and the component see them,
+/// with each node's revision as the master passes it.
+struct Views {
+    native: [sdk::ClusterView; 2],
+    wasm: [abi::ClusterView; 2],
+    revisions: [Vec<u64>; 2],
+    /// The native policy's grants on the first view.
+    grants: Vec<sdk::Grant>,
+}
+
+impl Views {
+    fn new(setup: Matrix, config: &policy::Config) -> Views {
+        let first = cluster(setup.nodes, setup.frameworks);
+        let grants = policy::allocate(&first, config);
+        let second = after(&first, &grants);
+        let native = [first, second];
+        let wasm = [to_abi(&native[0]), to_abi(&native[1])];
+        // The nodes granted on change between the two views.
+        let granted: BTreeSet<u32> = grants.iter().map(|g| g.node).collect();
+        let revisions = [
+            vec![0; native[0].nodes.len()],
+            native[1].nodes.iter().map(|n| u64::from(granted.contains(&n.id))).collect(),
+        ];
+        Views { native, wasm, revisions, grants }
+    }
+
+    /// The master's call on the view of `round` (they alternate).
+    fn call(&self, plugin: &Plugin, round: usize) -> Vec<abi::Grant> {
+        let (_, grants) = plugin
+            .allocate_revised(&self.wasm[round % 2], Some(&self.revisions[round % 2]))
+            .expect("wasm allocate");
+        grants
+    }
+
+    /// Panics unless `plugin` decides what the native policy decides, on both views: the two must agree
+    /// before their speed is worth comparing.
+    fn check(&self, plugin: &Plugin, config: &policy::Config) {
+        for round in 0..2 {
+            let native = plain_native(&policy::allocate(&self.native[round], config));
+            assert!(native == plain_wasm(&self.call(plugin, round)), "native and wasm disagree");
+        }
+    }
+}
+
 /// Measures one point of the matrix.
 pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
     let config = policy::Config::default();
-    let first = cluster(setup.nodes, setup.frameworks);
-    let native_grants = policy::allocate(&first, &config);
-    let second = after(&first, &native_grants);
-    let native_views = [first, second];
-    let wasm_views = [to_abi(&native_views[0]), to_abi(&native_views[1])];
+    let views = Views::new(setup, &config);
     let plugin = registry.get("proportional").expect("the allocator is loaded");
-    // Each node's revision, as the master passes it: the nodes granted on change between the two views.
-    let granted: BTreeSet<u32> = native_grants.iter().map(|g| g.node).collect();
-    let revisions: [Vec<u64>; 2] = [
-        vec![0; native_views[0].nodes.len()],
-        native_views[1].nodes.iter().map(|n| u64::from(granted.contains(&n.id))).collect(),
-    ];
     let mut whole = AllocatorInstance::create(&plugin.active()).expect("an allocator instance");
-
-    // The two must agree before their speed is worth comparing, on both views and both paths.
-    for ((native_view, wasm_view), revisions) in native_views.iter().zip(&wasm_views).zip(&revisions) {
+    views.check(&plugin, &config);
+    for (native_view, wasm_view) in views.native.iter().zip(&views.wasm) {
         let native = plain_native(&policy::allocate(native_view, &config));
-        let (_, incremental) = plugin.allocate_revised(wasm_view, Some(revisions)).expect("wasm allocate");
         let whole = whole.allocate_whole(wasm_view).expect("wasm allocate, whole view");
-        assert!(
-            native == plain_wasm(&incremental) && native == plain_wasm(&whole),
-            "native and wasm disagree"
-        );
+        assert!(native == plain_wasm(&whole), "native and wasm (whole view) disagree");
     }
-    let demand = native_views[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
+    let demand = views.native[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
 
     let (mut native, mut wasm, mut wasm_whole) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..setup.rounds as usize {
-        let (native_view, wasm_view) = (&native_views[round % 2], &wasm_views[round % 2]);
         let started = Instant::now();
-        std::hint::black_box(policy::allocate(native_view, &config));
+        std::hint::black_box(policy::allocate(&views.native[round % 2], &config));
         native.push(started.elapsed());
         let started = Instant::now();
-        std::hint::black_box(
-            plugin.allocate_revised(wasm_view, Some(&revisions[round % 2])).expect("wasm allocate"),
-        );
+        std::hint::black_box(views.call(&plugin, round));
         wasm.push(started.elapsed());
         let started = Instant::now();
-        std::hint::black_box(whole.allocate_whole(wasm_view).expect("wasm allocate, whole view"));
+        std::hint::black_box(
+            whole.allocate_whole(&views.wasm[round % 2]).expect("wasm allocate, whole view"),
+        );
         wasm_whole.push(started.elapsed());
     }
     Cycle {
         setup,
         demand,
-        grants: native_grants.len(),
+        grants: views.grants.len(),
         native: median(&mut native),
         wasm: median(&mut wasm),
         wasm_whole: median(&mut wasm_whole),
-        delta_nodes: granted.len(),
+        delta_nodes: views.revisions[1].iter().filter(|&&r| r > 0).count(),
     }
+}
+
+/// What [`compare`] measured for one build: the fastest and the median of its rounds, per call.
+#[derive(Clone, Debug)]
+pub struct Build {
+    pub label: String,
+    pub fastest: Duration,
+    pub median: Duration,
+}
+
+/// Compares builds of the `proportional` component (`(label, bytes)`) with each other and with the native
+/// policy, on one point of the matrix, in one process: each round makes `calls` calls with the native
+/// policy and then with each build in turn, so that all see the same machine. Each build must decide what
+/// the native policy decides. Returns the native policy's figures first.
+///
+/// Made for trying a change to the policy or the SDK: on these machines the same binary can run half as
+/// fast again an hour later, so times from separate runs cannot be compared; side by side, a few percent
+/// show.
+pub fn compare(setup: Matrix, calls: u32, builds: &[(String, Vec<u8>)]) -> Vec<Build> {
+    let config = policy::Config::default();
+    let views = Views::new(setup, &config);
+    let registry = Registry::new(Runtime::new(None).expect("the plugin runtime"));
+    let plugins: Vec<Arc<Plugin>> = builds
+        .iter()
+        .enumerate()
+        .map(|(i, (label, bytes))| {
+            let name = format!("build-{i}");
+            registry
+                .load(NewVersion { name: &name, bytes, ..proportional(None) })
+                .unwrap_or_else(|e| panic!("loading {label}: {e}"));
+            let plugin = registry.get(&name).expect("just loaded");
+            views.check(&plugin, &config);
+            plugin
+        })
+        .collect();
+    let mut times = vec![Vec::new(); plugins.len() + 1];
+    for _ in 0..setup.rounds {
+        let started = Instant::now();
+        for round in 0..calls as usize {
+            std::hint::black_box(policy::allocate(&views.native[round % 2], &config));
+        }
+        times[0].push(started.elapsed() / calls);
+        for (plugin, times) in plugins.iter().zip(&mut times[1..]) {
+            let started = Instant::now();
+            for round in 0..calls as usize {
+                std::hint::black_box(views.call(plugin, round));
+            }
+            times.push(started.elapsed() / calls);
+        }
+    }
+    let labels = std::iter::once("native").chain(builds.iter().map(|(label, _)| label.as_str()));
+    labels
+        .zip(&mut times)
+        .map(|(label, times)| Build {
+            label: label.to_string(),
+            fastest: *times.iter().min().expect("at least one round"),
+            median: median(times),
+        })
+        .collect()
 }
