@@ -220,8 +220,8 @@ struct Views {
     native: [sdk::ClusterView; 2],
     wasm: [abi::ClusterView; 2],
     revisions: [Vec<u64>; 2],
-    /// The native policy's grants on the first view.
-    grants: Vec<sdk::Grant>,
+    /// The native policy's grants on each view, which every wasm call must match.
+    expected: [Vec<Plain>; 2],
 }
 
 impl Views {
@@ -237,7 +237,8 @@ impl Views {
             vec![0; native[0].nodes.len()],
             native[1].nodes.iter().map(|n| u64::from(granted.contains(&n.id))).collect(),
         ];
-        Views { native, wasm, revisions, grants }
+        let expected = [plain_native(&grants), plain_native(&policy::allocate(&native[1], config))];
+        Views { native, wasm, revisions, expected }
     }
 
     /// The master's call on the view of `round` (they alternate).
@@ -250,10 +251,12 @@ impl Views {
 
     /// Panics unless `plugin` decides what the native policy decides, on both views: the two must agree
     /// before their speed is worth comparing.
-    fn check(&self, plugin: &Plugin, config: &policy::Config) {
+    fn check(&self, plugin: &Plugin) {
         for round in 0..2 {
-            let native = plain_native(&policy::allocate(&self.native[round], config));
-            assert!(native == plain_wasm(&self.call(plugin, round)), "native and wasm disagree");
+            assert!(
+                self.expected[round] == plain_wasm(&self.call(plugin, round)),
+                "native and wasm disagree"
+            );
         }
     }
 }
@@ -264,11 +267,10 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
     let views = Views::new(setup, &config);
     let plugin = registry.get("proportional").expect("the allocator is loaded");
     let mut whole = AllocatorInstance::create(&plugin.active()).expect("an allocator instance");
-    views.check(&plugin, &config);
-    for (native_view, wasm_view) in views.native.iter().zip(&views.wasm) {
-        let native = plain_native(&policy::allocate(native_view, &config));
+    views.check(&plugin);
+    for (expected, wasm_view) in views.expected.iter().zip(&views.wasm) {
         let whole = whole.allocate_whole(wasm_view).expect("wasm allocate, whole view");
-        assert!(native == plain_wasm(&whole), "native and wasm (whole view) disagree");
+        assert!(*expected == plain_wasm(&whole), "native and wasm (whole view) disagree");
     }
     let demand = views.native[0].frameworks.iter().flat_map(|f| &f.demand).map(|s| u64::from(s.count)).sum();
 
@@ -289,7 +291,7 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
     Cycle {
         setup,
         demand,
-        grants: views.grants.len(),
+        grants: views.expected[0].len(),
         native: median(&mut native),
         wasm: median(&mut wasm),
         wasm_whole: median(&mut wasm_whole),
@@ -326,7 +328,7 @@ pub fn compare(setup: Matrix, calls: u32, builds: &[(String, Vec<u8>)]) -> Vec<B
                 .load(NewVersion { name: &name, bytes, ..proportional(None) })
                 .unwrap_or_else(|e| panic!("loading {label}: {e}"));
             let plugin = registry.get(&name).expect("just loaded");
-            views.check(&plugin, &config);
+            views.check(&plugin);
             plugin
         })
         .collect();
