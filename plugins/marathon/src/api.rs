@@ -110,13 +110,12 @@ fn task_json(t: &Task) -> Value {
 impl Marathon {
     fn app_json(&self, a: &AppState, embed_tasks: bool, embed_failure: bool) -> Value {
         let mut v = app::to_json(&a.app, &a.version);
-        let tasks: Vec<&Task> = self.state.app_tasks(&a.app.id).collect();
-        let running = tasks.iter().filter(|t| t.phase == Phase::Running).count();
-        let staged = tasks.len() - running;
-        let healthy = tasks.iter().filter(|t| t.has_health_checks && t.healthy == Some(true)).count();
-        let unhealthy = tasks.iter().filter(|t| t.has_health_checks && t.healthy == Some(false)).count();
+        let (tasks, running, healthy, unhealthy) = self
+            .state
+            .counts(&a.app.id)
+            .map_or((0, 0, 0, 0), |c| (c.tasks, c.running, c.healthy, c.unhealthy));
         v["tasksRunning"] = json!(running);
-        v["tasksStaged"] = json!(staged);
+        v["tasksStaged"] = json!(tasks - running);
         v["tasksHealthy"] = json!(healthy);
         v["tasksUnhealthy"] = json!(unhealthy);
         v["deployments"] = json!(a.deployment.iter().map(|d| json!({"id": d})).collect::<Vec<_>>());
@@ -450,7 +449,7 @@ impl Marathon {
 
     fn list_tasks(&self, params: &Params) -> HttpResponse {
         let wanted = params.get("status").map(|s| format!("TASK_{}", s.to_ascii_uppercase()));
-        let mut tasks: Vec<&Task> = self.state.tasks.values().collect();
+        let mut tasks: Vec<&Task> = self.state.all_tasks().collect();
         tasks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let tasks: Vec<Value> = tasks
             .into_iter()
@@ -478,13 +477,9 @@ impl Marathon {
         let grace = current.app.kill_grace_ms();
         let mut killed = 0;
         for id in ids {
-            if let Some(t) = self.state.tasks.get_mut(id.as_str())
-                && *t.app == *app_id
-                && !t.killing
-            {
-                t.killing = true;
+            if self.state.task(id).is_some_and(|t| *t.app == *app_id && !t.killing) {
+                self.state.update_task(id, |t| t.killing = true);
                 killed += 1;
-                self.state.touch_task(id);
                 self.actions
                     .push(Action::Kill(KillTask { task_id: id.clone(), grace_period_ms: Some(grace) }));
             }
@@ -515,8 +510,7 @@ impl Marathon {
             .filter(|t| host.is_none_or(|h| *t.host == *h))
             .map(|t| t.id.to_string())
             .collect();
-        let tasks: Vec<Value> =
-            ids.iter().filter_map(|i| self.state.tasks.get(i.as_str())).map(task_json).collect();
+        let tasks: Vec<Value> = ids.iter().filter_map(|i| self.state.task(i)).map(task_json).collect();
         match self.kill_tasks(id, &ids, params.flag("scale"), params.flag("force")) {
             Ok(Some((d, v))) => deployment_reply(200, &d, &v),
             Ok(None) => reply(200, json!({ "tasks": tasks })),
@@ -525,7 +519,7 @@ impl Marathon {
     }
 
     fn kill_one(&mut self, app_id: &str, task_id: &str, params: &Params) -> HttpResponse {
-        let Some(task) = self.state.tasks.get(task_id).filter(|t| *t.app == *app_id).map(task_json) else {
+        let Some(task) = self.state.task(task_id).filter(|t| *t.app == *app_id).map(task_json) else {
             return message(404, &format!("Task '{task_id}' does not exist"));
         };
         match self.kill_tasks(app_id, &[task_id.to_string()], params.flag("scale"), params.flag("force")) {
@@ -541,7 +535,7 @@ impl Marathon {
         };
         let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for id in ids.iter().filter_map(Value::as_str) {
-            if let Some(t) = self.state.tasks.get(id) {
+            if let Some(t) = self.state.task(id) {
                 by_app.entry(t.app.to_string()).or_default().push(id.to_string());
             }
         }

@@ -151,15 +151,88 @@ pub struct Meta {
     pub launches_wanted: u64,
 }
 
+/// How many of an app's tasks (those not ended) are in each state that plans, deployments and listings ask
+/// about. Kept up to date as tasks change (see [`State::update_task`]), so those questions do not walk an
+/// app's tasks: with 1,000 tasks per app, every status update would otherwise cost a walk of 1,000.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskCounts {
+    pub tasks: u32,
+    /// In phase `Running`.
+    pub running: u32,
+    /// With health checks that reported healthy (Marathon's `tasksHealthy`).
+    pub healthy: u32,
+    /// With health checks that reported unhealthy.
+    pub unhealthy: u32,
+    /// By the version tasks were launched with: usually one, two during a rolling upgrade.
+    versions: Vec<(Rc<str>, VersionCounts)>,
+}
+
+/// An app's tasks of one launch version.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct VersionCounts {
+    pub tasks: u32,
+    /// Not being killed ([`Task::active`]).
+    pub active: u32,
+    /// Active, running and healthy ([`Task::healthy`]).
+    pub ready: u32,
+}
+
+impl TaskCounts {
+    /// The counts of tasks launched with `version`.
+    pub fn version(&self, version: &str) -> VersionCounts {
+        self.versions.iter().find(|(v, _)| **v == *version).map(|(_, c)| *c).unwrap_or_default()
+    }
+
+    /// Active tasks of every version.
+    pub fn active(&self) -> u32 {
+        self.versions.iter().map(|(_, c)| c.active).sum()
+    }
+
+    /// Adds (`sign` 1) or takes away (`sign` -1) one task.
+    fn count(&mut self, t: &Task, sign: i32) {
+        let add = |n: &mut u32, yes: bool| {
+            if yes {
+                *n = n.checked_add_signed(sign).expect("task counts stay in range");
+            }
+        };
+        add(&mut self.tasks, true);
+        add(&mut self.running, t.phase == Phase::Running);
+        add(&mut self.healthy, t.has_health_checks && t.healthy == Some(true));
+        add(&mut self.unhealthy, t.has_health_checks && t.healthy == Some(false));
+        let at = match self.versions.iter().position(|(v, _)| Rc::ptr_eq(v, &t.version) || *v == t.version) {
+            Some(at) => at,
+            None => {
+                self.versions.push((t.version.clone(), VersionCounts::default()));
+                self.versions.len() - 1
+            }
+        };
+        let c = &mut self.versions[at].1;
+        add(&mut c.tasks, true);
+        add(&mut c.active, t.active());
+        add(&mut c.ready, t.active() && t.healthy());
+        if c.tasks == 0 {
+            self.versions.swap_remove(at);
+        }
+    }
+}
+
+/// An app's tasks that have not ended.
+#[derive(Default)]
+struct AppTasks {
+    ids: FxHashSet<Rc<str>>,
+    counts: TaskCounts,
+}
+
 /// Everything, with a record of what changed since the last flush.
 #[derive(Default)]
 pub struct State {
     pub apps: BTreeMap<String, AppState>,
     /// Tasks by id. Hashed rather than ordered: lookups by id are on every status update, and ids share
-    /// long prefixes (the app id) that make ordered comparisons slow. Listings sort.
-    pub tasks: FxHashMap<Rc<str>, Task>,
-    /// Task ids by app.
-    pub by_app: FxHashMap<Rc<str>, FxHashSet<Rc<str>>>,
+    /// long prefixes (the app id) that make ordered comparisons slow. Listings sort. Private, so that
+    /// every change goes through [`State::update_task`] and keeps the counts right.
+    tasks: FxHashMap<Rc<str>, Task>,
+    /// Task ids and counts by app.
+    by_app: FxHashMap<Rc<str>, AppTasks>,
     /// The apps, versions and hosts tasks refer to, each kept once.
     names: FxHashSet<Rc<str>>,
     pub deployments: BTreeMap<String, Deployment>,
@@ -276,8 +349,53 @@ impl State {
         task.app = self.intern(&task.app);
         task.version = self.intern(&task.version);
         task.host = self.intern(&task.host);
-        self.by_app.entry(task.app.clone()).or_default().insert(task.id.clone());
-        self.tasks.insert(task.id.clone(), task);
+        let app = self.by_app.entry(task.app.clone()).or_default();
+        app.ids.insert(task.id.clone());
+        app.counts.count(&task, 1);
+        if let Some(replaced) = self.tasks.insert(task.id.clone(), task) {
+            // The same id again: the record it replaces no longer counts.
+            let was = self.by_app.get_mut(&replaced.app).expect("every task is indexed by its app");
+            was.counts.count(&replaced, -1);
+            if *replaced.app != *self.tasks[&replaced.id].app {
+                was.ids.remove(&replaced.id);
+            }
+        }
+    }
+
+    /// The task with this id, if it has not ended.
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// Every task that has not ended, in no particular order.
+    pub fn all_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// Changes a task through `f`, keeping its app's counts right, and marks it for writing. `None` when no
+    /// such task exists. `f` must not change the task's id or app.
+    pub fn update_task<R>(&mut self, id: &str, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let task = self.tasks.get_mut(id)?;
+        let counts = &mut self.by_app.get_mut(&task.app).expect("every task is indexed by its app").counts;
+        counts.count(task, -1);
+        let (app, task_id) = (task.app.clone(), task.id.clone());
+        let result = f(task);
+        assert!(task.app == app && task.id == task_id, "update_task changed a task's identity");
+        counts.count(task, 1);
+        self.touch_task(id);
+        Some(result)
+    }
+
+    /// The counts of an app's tasks; `None` when it has none.
+    pub fn counts(&self, app: &str) -> Option<&TaskCounts> {
+        self.by_app.get(app).map(|a| &a.counts)
+    }
+
+    /// Forgets the index of a deleted app, which has no tasks left.
+    pub fn forget_app_tasks(&mut self, app: &str) {
+        if let Some(gone) = self.by_app.remove(app) {
+            debug_assert!(gone.ids.is_empty(), "a forgotten app had tasks");
+        }
     }
 
     /// The shared copy of `name`. Names are few (apps, their versions, hosts) and are kept for the
@@ -296,15 +414,16 @@ impl State {
     pub fn remove_task(&mut self, id: &str) -> Option<Task> {
         self.touch_task(id);
         let task = self.tasks.remove(id)?;
-        if let Some(ids) = self.by_app.get_mut(&task.app) {
-            ids.remove(id);
+        if let Some(app) = self.by_app.get_mut(&task.app) {
+            app.ids.remove(id);
+            app.counts.count(&task, -1);
         }
         Some(task)
     }
 
     /// The app's tasks that have not ended, in no particular order.
     pub fn app_tasks(&self, app: &str) -> impl Iterator<Item = &Task> {
-        self.by_app.get(app).into_iter().flatten().filter_map(|id| self.tasks.get(id))
+        self.by_app.get(app).into_iter().flat_map(|a| &a.ids).filter_map(|id| self.tasks.get(id))
     }
 
     /// The app's tasks that have not ended, by id (for listings).
@@ -374,16 +493,85 @@ mod tests {
         }
     }
 
+    /// The counts of an app's tasks, from the tasks themselves.
+    fn recount(state: &State, app: &str) -> (u32, u32, u32, u32, Vec<(String, VersionCounts)>) {
+        let mut counts = TaskCounts::default();
+        for t in state.app_tasks(app) {
+            counts.count(t, 1);
+        }
+        let mut versions: Vec<(String, VersionCounts)> =
+            counts.versions.iter().map(|(v, c)| (v.to_string(), *c)).collect();
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        (counts.tasks, counts.running, counts.healthy, counts.unhealthy, versions)
+    }
+
+    fn kept(state: &State, app: &str) -> (u32, u32, u32, u32, Vec<(String, VersionCounts)>) {
+        let c = state.counts(app).cloned().unwrap_or_default();
+        let mut versions: Vec<(String, VersionCounts)> =
+            c.versions.iter().map(|(v, c)| (v.to_string(), *c)).collect();
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        (c.tasks, c.running, c.healthy, c.unhealthy, versions)
+    }
+
+    #[test]
+    fn task_counts_kept_as_tasks_change_match_a_recount() {
+        // A pseudo-random walk of inserts, updates and removals over two apps, three versions and a
+        // dozen task ids; after every step the kept counts equal those counted from the tasks.
+        let mut state = State::default();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut inserts, mut updates, mut removals) = (0, 0, 0);
+        for _ in 0..5_000 {
+            let id = format!("t{}", next(12));
+            let app = ["/a", "/b"][next(2) as usize];
+            match next(4) {
+                0 => {
+                    let mut t = task(&id, app, "h");
+                    t.version = ["v1", "v2", "v3"][next(3) as usize].into();
+                    t.phase = [Phase::Staging, Phase::Starting, Phase::Running][next(3) as usize];
+                    t.has_health_checks = next(2) == 0;
+                    state.insert_task(t);
+                    inserts += 1;
+                }
+                1 => {
+                    if state.remove_task(&id).is_some() {
+                        removals += 1;
+                    }
+                }
+                _ => {
+                    let (phase, healthy, killing) = (next(3), next(3), next(4) == 0);
+                    let changed = state.update_task(&id, |t| {
+                        t.phase = [Phase::Staging, Phase::Starting, Phase::Running][phase as usize];
+                        t.healthy = [None, Some(true), Some(false)][healthy as usize];
+                        t.killing |= killing;
+                    });
+                    updates += usize::from(changed.is_some());
+                }
+            }
+            for app in ["/a", "/b"] {
+                assert_eq!(kept(&state, app), recount(&state, app));
+            }
+        }
+        assert!(inserts > 500 && updates > 500 && removals > 300, "{inserts} {updates} {removals}");
+        let c = state.counts("/a").unwrap();
+        assert_eq!(c.active(), state.app_tasks("/a").filter(|t| t.active()).count() as u32);
+    }
+
     #[test]
     fn tasks_share_their_app_version_and_host_and_round_trip_through_json() {
         let mut state = State::default();
         state.insert_task(task("web.1", "/web", "h1"));
         state.insert_task(task("web.2", "/web", "h1"));
-        let (a, b) = (&state.tasks["web.1"], &state.tasks["web.2"]);
+        let (a, b) = (state.task("web.1").unwrap(), state.task("web.2").unwrap());
         assert!(
             Rc::ptr_eq(&a.app, &b.app) && Rc::ptr_eq(&a.version, &b.version) && Rc::ptr_eq(&a.host, &b.host)
         );
-        assert!(Rc::ptr_eq(&a.id, state.by_app["/web"].get("web.1").unwrap()), "the index shares the id");
+        assert!(Rc::ptr_eq(&a.id, state.by_app["/web"].ids.get("web.1").unwrap()), "the index shares the id");
         let json = serde_json::to_vec(a).unwrap();
         assert_eq!(&serde_json::from_slice::<Task>(&json).unwrap(), a);
         assert_eq!(state.remove_task("web.1").map(|t| t.id.to_string()), Some("web.1".to_string()));

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::app::{App, KillSelection, NetworkMode};
 use crate::constraints::Place;
-use crate::model::{Deployment, Kind, Phase, State, Task, TaskFailure, version_key};
+use crate::model::{AppState, Deployment, Kind, Phase, State, Task, TaskFailure, version_key};
 use crate::time::iso;
 
 /// Framework configuration (JSON, all optional): `{"decline_seconds": 120}`.
@@ -154,16 +154,46 @@ impl Marathon {
     }
 
     /// What an app needs now: see the module documentation.
+    ///
+    /// The common case, no task to kill and no task of an older version, is read off the app's
+    /// [`TaskCounts`]; only kills and rolling upgrades look at the tasks themselves.
     pub fn plan(&self, app_id: &str) -> Plan {
         let Some(a) = self.state.apps.get(app_id) else { return Plan::default() };
+        let n = a.app.instances as usize;
+        let (active, new) = match self.state.counts(app_id) {
+            Some(c) => (c.active() as usize, c.version(&a.config_version).active as usize),
+            None => (0, 0),
+        };
+        let mut plan = Plan::default();
+        let launch = if a.deleting && active == 0 {
+            0
+        } else if !a.deleting && active == new && new <= n {
+            (n - new) as u32
+        } else {
+            match self.plan_from_tasks(app_id, a, &mut plan) {
+                Some(launch) => launch,
+                None => return plan,
+            }
+        };
+        if launch > 0 && self.now_ms < a.backoff.launch_after_ms {
+            plan.delayed = launch;
+        } else {
+            plan.launch = launch;
+        }
+        plan
+    }
+
+    /// The kills of a plan, and its launches (`None` when it only kills, for a deleted app), from the app's
+    /// tasks.
+    fn plan_from_tasks(&self, app_id: &str, a: &AppState, plan: &mut Plan) -> Option<u32> {
         let active: Vec<&Task> = self.state.app_tasks(app_id).filter(|t| t.active()).collect();
         if a.deleting {
-            return Plan { kill: active.iter().map(|t| t.id.to_string()).collect(), ..Plan::default() };
+            plan.kill = active.iter().map(|t| t.id.to_string()).collect();
+            return None;
         }
         let n = a.app.instances as usize;
         let (old, new): (Vec<&Task>, Vec<&Task>) =
             active.iter().partition(|t| *t.version != *a.config_version);
-        let mut plan = Plan::default();
         let launch = if old.is_empty() {
             if new.len() > n {
                 plan.kill = choose_kills(new, active.len() - n, a.app.kill_selection);
@@ -203,13 +233,8 @@ impl Marathon {
                 plan.kill.extend(choose_kills(new.clone(), new.len() - n, a.app.kill_selection));
             }
             n.saturating_sub(new.len()).min(max_capacity.saturating_sub(remaining))
-        } as u32;
-        if launch > 0 && self.now_ms < a.backoff.launch_after_ms {
-            plan.delayed = launch;
-        } else {
-            plan.launch = launch;
-        }
-        plan
+        };
+        Some(launch as u32)
     }
 
     /// Task shapes for every app with launches to make.
@@ -329,7 +354,7 @@ impl Marathon {
     }
 
     fn apply(&mut self, u: TaskStatus) {
-        let Some(task) = self.state.tasks.get(u.task_id.as_str()) else {
+        let Some(task) = self.state.task(&u.task_id) else {
             // A task this framework does not know (or already forgot): it must not run.
             if !terminal(u.state) {
                 self.actions.push(Action::Kill(KillTask { task_id: u.task_id, grace_period_ms: None }));
@@ -357,26 +382,26 @@ impl Marathon {
             self.task_ended(&task, &u);
             return;
         }
-        let t = self.state.tasks.get_mut(u.task_id.as_str()).expect("looked up above");
-        match u.state {
-            TaskState::Staging => t.phase = Phase::Staging,
-            TaskState::Starting => t.phase = Phase::Starting,
-            TaskState::Killing => t.killing = true,
-            _ => {
-                t.phase = Phase::Running;
-                if t.started_at_ms.is_none() {
-                    t.started_at_ms = Some(u.timestamp_ms);
+        let changed = self.state.update_task(&u.task_id, |t| {
+            match u.state {
+                TaskState::Staging => t.phase = Phase::Staging,
+                TaskState::Starting => t.phase = Phase::Starting,
+                TaskState::Killing => t.killing = true,
+                _ => {
+                    t.phase = Phase::Running;
+                    if t.started_at_ms.is_none() {
+                        t.started_at_ms = Some(u.timestamp_ms);
+                    }
                 }
             }
-        }
-        let health_changed = u.healthy.is_some() && u.healthy != t.healthy;
-        if health_changed {
-            t.healthy = u.healthy;
-            t.last_health_ms = Some(u.timestamp_ms);
-        }
-        let (app, id, version) = (t.app.clone(), t.id.clone(), t.version.clone());
-        self.state.touch_task(&id);
-        if health_changed {
+            let health_changed = u.healthy.is_some() && u.healthy != t.healthy;
+            if health_changed {
+                t.healthy = u.healthy;
+                t.last_health_ms = Some(u.timestamp_ms);
+            }
+            health_changed.then(|| (t.app.clone(), t.id.clone(), t.version.clone()))
+        });
+        if let Some(Some((app, id, version))) = changed {
             self.publish(
                 "health_status_changed_event",
                 json!({"appId": app, "taskId": id, "instanceId": id, "version": version, "alive": u.healthy}),
@@ -437,9 +462,7 @@ impl Marathon {
             let kill = plan.kill.clone();
             let grace = self.state.apps[id].app.kill_grace_ms();
             for task in kill {
-                if let Some(t) = self.state.tasks.get_mut(task.as_str()) {
-                    t.killing = true;
-                    self.state.touch_task(&task);
+                if self.state.update_task(&task, |t| t.killing = true).is_some() {
                     actions.push(Action::Kill(KillTask { task_id: task, grace_period_ms: Some(grace) }));
                 }
             }
@@ -477,12 +500,12 @@ impl Marathon {
 
     fn deployment_done(&self, d: &Deployment) -> bool {
         let Some(a) = self.state.apps.get(&d.app) else { return true };
-        let tasks: Vec<&Task> = self.state.app_tasks(&d.app).collect();
+        let Some(counts) = self.state.counts(&d.app) else { return a.deleting || a.app.instances == 0 };
         if a.deleting {
-            return tasks.is_empty();
+            return counts.tasks == 0;
         }
-        tasks.len() == a.app.instances as usize
-            && tasks.iter().all(|t| *t.version == *a.config_version && !t.killing && t.healthy())
+        // Every task is of the current version, not being killed, running and healthy.
+        counts.tasks == a.app.instances && counts.version(&a.config_version).ready == counts.tasks
     }
 
     /// Ends a deployment with `event` (`deployment_success` or `deployment_failed`); a finished stop forgets
@@ -503,7 +526,7 @@ impl Marathon {
             for v in &a.versions {
                 self.state.drop_version(version_key(&d.app, v));
             }
-            self.state.by_app.remove(d.app.as_str());
+            self.state.forget_app_tasks(&d.app);
         }
     }
 
@@ -728,7 +751,6 @@ fn task_spec(app: &App, id: &str, version: &str, host: &str, ports: &[u16]) -> T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AppState;
 
     fn app(instances: u32, mhc: f64, moc: f64) -> App {
         let mut app =
@@ -788,7 +810,7 @@ mod tests {
         assert_eq!(plan.kill.len(), 2, "kill down to 2 healthy: {plan:?}");
         assert_eq!(plan.launch, 2, "and start 2 new ones, staying within 4 tasks");
         for id in &plan.kill {
-            m.state.tasks.get_mut(id.as_str()).unwrap().killing = true;
+            m.state.update_task(id, |t| t.killing = true).unwrap();
         }
         let plan = m.plan("/web");
         assert_eq!((plan.launch, plan.kill.len()), (2, 0), "the same plan until the new tasks exist");
@@ -800,11 +822,78 @@ mod tests {
     }
 
     #[test]
+    fn plans_and_deployments_read_off_the_counts_match_a_walk_of_the_tasks() {
+        // Random task sets of an app at v2 (tasks at v1 or v2, in every phase, health and kill state);
+        // the plan and the deployment check from the counts equal the ones from walking the tasks.
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut fast, mut walked) = (0, 0);
+        for round in 0..2_000 {
+            let mut m = marathon(app(next(5) as u32, 0.5, 0.5), "v2");
+            let a = m.state.apps.get_mut("/web").unwrap();
+            a.deleting = next(5) == 0;
+            a.app.health_checks = vec![];
+            if next(4) == 0 {
+                a.backoff.launch_after_ms = m.now_ms + 1;
+            }
+            for i in 0..next(7) {
+                let id = format!("t{i}");
+                task(&mut m, &id, ["v1", "v2", "v2"][next(3) as usize], next(3) > 0);
+                let (phase, killing, checks) = (next(3), next(5) == 0, next(2) == 0);
+                m.state.update_task(&id, |t| {
+                    t.phase = [Phase::Staging, Phase::Starting, Phase::Running][phase as usize];
+                    t.killing = killing;
+                    t.has_health_checks = checks;
+                    t.staged_at_ms = i;
+                });
+            }
+            let a = &m.state.apps["/web"];
+            let mut by_walk = Plan::default();
+            if let Some(launch) = m.plan_from_tasks("/web", a, &mut by_walk) {
+                if launch > 0 && m.now_ms < a.backoff.launch_after_ms {
+                    by_walk.delayed = launch;
+                } else {
+                    by_walk.launch = launch;
+                }
+            }
+            assert_eq!(m.plan("/web"), by_walk, "round {round}");
+            let tasks: Vec<&Task> = m.state.app_tasks("/web").collect();
+            let done_by_walk = if a.deleting {
+                tasks.is_empty()
+            } else {
+                tasks.len() == a.app.instances as usize
+                    && tasks.iter().all(|t| *t.version == *a.config_version && !t.killing && t.healthy())
+            };
+            let d = Deployment {
+                id: "d".into(),
+                app: "/web".into(),
+                kind: Kind::Scale,
+                version: "v2".into(),
+                from_version: None,
+                started_ms: 0,
+            };
+            assert_eq!(m.deployment_done(&d), done_by_walk, "round {round}");
+            let c = m.state.counts("/web").cloned().unwrap_or_default();
+            if !a.deleting && c.active() == c.version("v2").active && c.active() <= a.app.instances {
+                fast += 1;
+            } else {
+                walked += 1;
+            }
+        }
+        assert!(fast > 300 && walked > 300, "both paths taken: {fast} from counts, {walked} walked");
+    }
+
+    #[test]
     fn scaling_down_kills_the_youngest_first() {
         let mut m = marathon(app(1, 1.0, 1.0), "v1");
         task(&mut m, "a", "v1", true);
         task(&mut m, "b", "v1", true);
-        m.state.tasks.get_mut("b").unwrap().staged_at_ms = 5;
+        m.state.update_task("b", |t| t.staged_at_ms = 5).unwrap();
         assert_eq!(m.plan("/web").kill, vec!["b".to_string()]);
         m.state.apps.get_mut("/web").unwrap().app.kill_selection = KillSelection::OldestFirst;
         assert_eq!(m.plan("/web").kill, vec!["a".to_string()]);
@@ -820,7 +909,8 @@ mod tests {
         for i in 0..4 {
             let id = format!("t{i}");
             task(&mut m, &id, "v1", true);
-            m.state.tasks.get_mut(id.as_str()).unwrap().started_at_ms = Some(m.now_ms);
+            let now = m.now_ms;
+            m.state.update_task(&id, |t| t.started_at_ms = Some(now)).unwrap();
             let status = TaskStatus {
                 task_id: id,
                 state: TaskState::Failed,
