@@ -8,7 +8,8 @@
 //!   [`Framework`], exported with [`export_framework!`].
 //!
 //! This crate holds the generated bindings ([`bindings`]), re-exports their types under friendlier
-//! paths, adds arithmetic on [`Resources`], and wraps the host's imports ([`log`], [`now_ms`], [`store`]).
+//! paths, adds arithmetic on [`Resources`], and wraps the host's imports ([`log`], [`now_ms`], [`store`],
+//! [`events_watched`]).
 //!
 //! # A complete allocator
 //!
@@ -139,6 +140,12 @@ pub use view::HeldView;
 /// depends on, so that decisions can be replayed.
 pub fn now_ms() -> u64 {
     bindings::allocator::berth::plugin::host::now_ms()
+}
+
+/// Whether anything receives the events a framework publishes now (frameworks only). The host drops
+/// [`Action::Publish`] when nothing does, so a framework may skip building events while this is `false`.
+pub fn events_watched() -> bool {
+    bindings::framework::berth::plugin::events::watched()
 }
 
 /// An allocation policy: who gets which resources.

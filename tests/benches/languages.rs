@@ -149,11 +149,11 @@ fn main() {
                 let mut instantiations: Vec<Duration> = (0..10)
                     .map(|_| {
                         let t = Instant::now();
-                        FrameworkInstance::new(plugin.clone(), String::new(), kv()).unwrap();
+                        FrameworkInstance::new(plugin.clone(), String::new(), kv(), None).unwrap();
                         t.elapsed()
                     })
                     .collect();
-                let mut instance = FrameworkInstance::new(plugin, String::new(), kv()).unwrap();
+                let mut instance = FrameworkInstance::new(plugin, String::new(), kv(), None).unwrap();
                 let path = if row.name == "marathon" { "/v2/apps" } else { "/jobs" };
                 let mut calls: Vec<Duration> = (0..50)
                     .map(|_| {

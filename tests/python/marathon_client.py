@@ -3,12 +3,14 @@
 Usage: python3 marathon_client.py URL TOKEN IMAGE
 
 Creates an app, lists apps, scales to 3, lists tasks, kills a task and waits for its replacement, deletes the
-app. Exits non-zero (with the failed assertion) if anything is not as Marathon would have it.
+app, and follows it all on the client's event stream (`/v2/events`). Exits non-zero (with the failed assertion)
+if anything is not as Marathon would have it.
 """
 
 import collections
 import collections.abc
 import sys
+import threading
 import time
 
 # marathon 0.13.0 (its latest release) serializes nested objects with `collections.Iterable`, an alias Python
@@ -31,9 +33,19 @@ def wait(what, predicate, timeout=90):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def follow_events(client, seen):
+    """Appends each event of the client's event stream to `seen` (a daemon thread, for the whole script)."""
+    for event in client.event_stream(event_types=["status_update_event", "deployment_success"]):
+        seen.append(event)
+
+
 def main(url, token, image):
     client = MarathonClient(url, auth_token=token)
     assert client.ping().strip() in (b"pong", "pong"), "ping"
+    events = []
+    threading.Thread(target=follow_events, args=(client, events), daemon=True).start()
+    # Events published before the stream is attached are not delivered (as in Marathon): wait for it.
+    wait("the event stream to attach", lambda: any(e.event_type == "event_stream_attached" for e in events))
     info = client.get_info()
     assert info.name == "marathon", info
 
@@ -52,7 +64,18 @@ def main(url, token, image):
         tasks = [t for t in client.list_tasks("py-app") if t.state == "TASK_RUNNING"]
         return tasks if len(tasks) == n else None
 
-    wait("1 running task", lambda: running(1))
+    first = wait("1 running task", lambda: running(1))
+    wait(
+        "the status_update_event of its TASK_RUNNING",
+        lambda: any(
+            e.event_type == "status_update_event"
+            and e.task_status == "TASK_RUNNING"
+            and e.app_id == "/py-app"
+            and e.task_id == first[0].id
+            for e in events
+        ),
+    )
+    wait("a deployment_success", lambda: any(e.event_type == "deployment_success" for e in events))
     client.scale_app("py-app", instances=3, force=True)
     tasks = wait("3 running tasks", lambda: running(3))
     assert all(t.app_id == "/py-app" for t in tasks), tasks
@@ -70,7 +93,7 @@ def main(url, token, image):
     client.delete_app("py-app", force=True)
     wait("the app to be gone", lambda: client.list_apps() == [])
     wait("its tasks to be gone", lambda: client.list_tasks() == [])
-    print("ok: create, list, scale, list tasks, kill and replace, delete")
+    print("ok: create, list, scale, list tasks, kill and replace, delete, event stream")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_host::bundled;
+use berth_host::master::{FrameworkKv, Progress};
+use berth_host::runtime::bindings::{Action, HttpRequest};
+use berth_host::runtime::{FrameworkInstance, KvBackend, NewVersion, PluginKind, Registry, Runtime};
+use berth_host::store::Store;
 use berth_tests::cluster::{Master, berth_bin, eventually};
 use berth_tests::{docker, guests};
 use serde_json::{Value, json};
@@ -295,4 +301,66 @@ fn berth_app_deploys_lists_scales_and_removes_and_says_why_a_deployment_fails() 
     let out = master.cli(&["app", "deploy", invalid.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Object is not valid; /cpus: must be greater than 0 (HTTP 422)"), "{err}");
+}
+
+#[test]
+fn marathon_builds_events_only_while_something_receives_them() {
+    // The bundled component, on the master's key-value backend, with its `events.watched` import answered
+    // by a flag. Posting an app starts a deployment, which Marathon announces with `deployment_info`.
+    let registry = Registry::new(Runtime::new(None).unwrap());
+    let version = NewVersion {
+        name: "marathon",
+        kind: PluginKind::Framework,
+        bytes: bundled::MARATHON,
+        config: String::new(),
+        limits: Default::default(),
+        number: None,
+    };
+    let plugin = registry.load(version).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let kv: Arc<dyn KvBackend> = Arc::new(FrameworkKv::new(
+        "marathon",
+        Default::default(),
+        64 << 20,
+        store,
+        Arc::new(Progress::default()),
+    ));
+    let watched = Arc::new(AtomicBool::new(false));
+    let flag = watched.clone();
+    let mut marathon = FrameworkInstance::new(
+        plugin,
+        String::new(),
+        Some(kv),
+        Some(Arc::new(move || flag.load(Ordering::SeqCst))),
+    )
+    .unwrap();
+    let mut post = |id: &str| {
+        let app = json!({"id": id, "cmd": "sleep 60", "container": {"docker": {"image": "app:1"}}});
+        let request = HttpRequest {
+            method: "POST".into(),
+            path: "/v2/apps".into(),
+            query: String::new(),
+            headers: vec![],
+            body: app.to_string().into_bytes(),
+        };
+        let reply = marathon.handle(&request).unwrap();
+        assert_eq!(reply.response.status, 201, "{}", String::from_utf8_lossy(&reply.response.body));
+        let published: Vec<String> = reply
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Publish(event) => Some(event.kind),
+                _ => None,
+            })
+            .collect();
+        published
+    };
+    assert_eq!(post("/unwatched"), Vec::<String>::new(), "nothing receives events: none are built");
+    watched.store(true, Ordering::SeqCst);
+    let published = post("/watched");
+    assert!(
+        published.contains(&"deployment_info".to_string()),
+        "watched: the events are built: {published:?}"
+    );
 }

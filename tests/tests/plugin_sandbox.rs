@@ -214,7 +214,7 @@ fn a_plugin_cannot_open_files_or_sockets_or_read_the_environment() {
         PluginLimits::default(),
     )
     .unwrap();
-    let mut probe_instance = FrameworkInstance::new(plugin, String::new(), None).unwrap();
+    let mut probe_instance = FrameworkInstance::new(plugin, String::new(), None, None).unwrap();
 
     let read = probe(&mut probe_instance, "/read", secret.to_str().unwrap());
     assert!(read.starts_with("denied:"), "{read}");

@@ -12,7 +12,7 @@ use super::state::{Framework, TaskKey};
 use super::{ApiError, Event};
 use crate::model::{ResourcesExt, is_terminal, unix_ms};
 use crate::runtime::bindings::{Action, HttpRequest, HttpResponse, TaskReason, TaskState};
-use crate::runtime::{CallError, FrameworkInstance, PluginKind, valid_name};
+use crate::runtime::{CallError, EventsWatched, FrameworkInstance, PluginKind, valid_name};
 use crate::store::FrameworkRecord;
 
 /// How often each framework's `tick` runs.
@@ -52,7 +52,10 @@ impl Master {
             return Err(format!("plugin `{}` is an allocator, not a framework plugin", record.plugin));
         }
         kv.begin_call();
-        match FrameworkInstance::new(plugin, record.config.clone(), Some(kv.clone())) {
+        // Anything subscribed to the master's events receives what frameworks publish.
+        let events = self.events.clone();
+        let watched: EventsWatched = Arc::new(move || events.receiver_count() > 0);
+        match FrameworkInstance::new(plugin, record.config.clone(), Some(kv.clone()), Some(watched)) {
             Ok(instance) => {
                 for (key, value) in kv.take_journal() {
                     self.batch.kv(name, key, value);

@@ -15,7 +15,7 @@ use super::bindings::{
 use super::delta::HeldView;
 use super::limits::MemoryCapExceeded;
 use super::registry::{Plugin, Pre, Version};
-use super::state::{KvBackend, PluginState};
+use super::state::{EventsWatched, KvBackend, PluginState};
 use super::{CallError, LoadError};
 
 /// A store and the typed exports of one instance.
@@ -49,9 +49,13 @@ impl From<InstantiateError> for CallError {
     }
 }
 
-fn new_store(version: &Version, kv: Option<Arc<dyn KvBackend>>) -> Store<PluginState> {
-    let mut store =
-        Store::new(version.runtime.engine(), PluginState::new(version.label.clone(), &version.limits, kv));
+fn new_store(
+    version: &Version,
+    kv: Option<Arc<dyn KvBackend>>,
+    events: Option<EventsWatched>,
+) -> Store<PluginState> {
+    let state = PluginState::new(version.label.clone(), &version.limits, kv, events);
+    let mut store = Store::new(version.runtime.engine(), state);
     store.limiter(|state| &mut state.limiter);
     store
 }
@@ -101,7 +105,7 @@ pub struct AllocatorInstance {
 
 impl AllocatorInstance {
     pub(crate) fn new(version: &Arc<Version>) -> Result<AllocatorInstance, InstantiateError> {
-        let mut store = new_store(version, None);
+        let mut store = new_store(version, None, None);
         let exports = match &version.pre {
             Pre::Allocator(pre) => {
                 call(version, &mut store, |store| pre.instantiate(store)).map(AllocatorExports::Whole)
@@ -199,6 +203,7 @@ pub struct FrameworkInstance {
     plugin: Arc<Plugin>,
     config: String,
     kv: Option<Arc<dyn KvBackend>>,
+    events: Option<EventsWatched>,
     /// The instance calls go to; `None` after a failed call until the next call creates one.
     live: Option<Live<Framework>>,
     /// The version that last ran this framework successfully: where it stays if a new one refuses it.
@@ -208,35 +213,36 @@ pub struct FrameworkInstance {
 }
 
 impl FrameworkInstance {
-    /// Creates the framework on the plugin's active version, running `init` with `config`.
+    /// Creates the framework on the plugin's active version, running `init` with `config`. `kv` backs its
+    /// `store` import (`None`: every write is refused); `events` answers its `events.watched` import
+    /// (`None`: never watched).
     pub fn new(
         plugin: Arc<Plugin>,
         config: String,
         kv: Option<Arc<dyn KvBackend>>,
+        events: Option<EventsWatched>,
     ) -> Result<FrameworkInstance, LoadError> {
         let active = plugin.active();
-        let live = Self::instantiate(&active, &config, &kv)?;
-        Ok(FrameworkInstance { plugin, config, kv, live: Some(live), last: active, refused: None })
+        let mut instance =
+            FrameworkInstance { plugin, config, kv, events, live: None, last: active.clone(), refused: None };
+        instance.live = Some(instance.instantiate(&active)?);
+        Ok(instance)
     }
 
     /// Checks that `version` can run this framework (its `init` accepts this configuration and stored
     /// state) without switching to it. Used before activating a new version.
     pub fn probe(&self, version: &Arc<Version>) -> Result<(), LoadError> {
-        Self::instantiate(version, &self.config, &self.kv).map(drop).map_err(LoadError::from)
+        self.instantiate(version).map(drop).map_err(LoadError::from)
     }
 
-    fn instantiate(
-        version: &Arc<Version>,
-        config: &str,
-        kv: &Option<Arc<dyn KvBackend>>,
-    ) -> Result<Live<Framework>, InstantiateError> {
+    fn instantiate(&self, version: &Arc<Version>) -> Result<Live<Framework>, InstantiateError> {
         let Pre::Framework(pre) = &version.pre else {
             unreachable!("framework instance of an allocator version");
         };
-        let mut store = new_store(version, kv.clone());
+        let mut store = new_store(version, self.kv.clone(), self.events.clone());
         let exports =
             call(version, &mut store, |store| pre.instantiate(store)).map_err(InstantiateError::Failed)?;
-        call(version, &mut store, |store| exports.call_init(store, config))
+        call(version, &mut store, |store| exports.call_init(store, &self.config))
             .map_err(InstantiateError::Failed)?
             .map_err(InstantiateError::Refused)?;
         Ok(Live { store, exports, version: version.clone() })
@@ -248,7 +254,7 @@ impl FrameworkInstance {
         let active = self.plugin.active();
         let switching = self.refused != Some(active.number) && active.number != self.last.number;
         if switching {
-            match Self::instantiate(&active, &self.config, &self.kv) {
+            match self.instantiate(&active) {
                 Ok(live) => {
                     tracing::info!(target: "berth.runtime", plugin = %active.label, "framework moved to this version");
                     self.live = Some(live);
@@ -264,7 +270,7 @@ impl FrameworkInstance {
             }
         }
         if self.live.is_none() {
-            self.live = Some(Self::instantiate(&self.last, &self.config, &self.kv)?);
+            self.live = Some(self.instantiate(&self.last)?);
         }
         Ok(self.live.as_mut().expect("a live instance after ready"))
     }

@@ -31,7 +31,7 @@ pub use engine::Runtime;
 pub use instance::{AllocatorInstance, FrameworkInstance};
 pub use limits::PluginLimits;
 pub use registry::{KEEP_VERSIONS, NewVersion, Plugin, Registry, Version, VersionInfo};
-pub use state::{KvBackend, KvRefusal};
+pub use state::{EventsWatched, KvBackend, KvRefusal};
 pub use stats::StatsSnapshot;
 
 /// The two plugin worlds of `proto/wit`.

@@ -1,5 +1,5 @@
 //! The data of one plugin store: its WASI context (with no ambient capabilities), its memory limiter, its
-//! key-value backend, and the host side of the `host` and `store` imports.
+//! key-value backend, and the host side of the `host`, `store` and `events` imports.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::StoreError;
 use super::bindings::allocator::berth::plugin::{allocation, host, types};
-use super::bindings::framework::berth::plugin::{scheduling, store};
+use super::bindings::framework::berth::plugin::{events, scheduling, store};
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::stdio::GuestOutput;
 
@@ -38,6 +38,9 @@ pub enum KvRefusal {
     QuotaExceeded(u64),
 }
 
+/// Answers a framework's `events.watched` import: whether anything receives its events now.
+pub type EventsWatched = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What a plugin's `Store` carries.
 pub struct PluginState {
     /// `name@vN`, for log lines.
@@ -46,10 +49,17 @@ pub struct PluginState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     kv: Option<Arc<dyn KvBackend>>,
+    /// `None`: nothing ever receives this plugin's events.
+    events: Option<EventsWatched>,
 }
 
 impl PluginState {
-    pub(crate) fn new(label: Arc<str>, limits: &PluginLimits, kv: Option<Arc<dyn KvBackend>>) -> PluginState {
+    pub(crate) fn new(
+        label: Arc<str>,
+        limits: &PluginLimits,
+        kv: Option<Arc<dyn KvBackend>>,
+        events: Option<EventsWatched>,
+    ) -> PluginState {
         // No preopened directories, no environment, no arguments, stdin closed, and no network: the
         // sandbox of DESIGN.md. Clocks and randomness stay (Rust's std needs them; they grant nothing).
         let wasi = WasiCtx::builder()
@@ -59,7 +69,14 @@ impl PluginState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        PluginState { label, wasi, table: ResourceTable::new(), limiter: MemoryLimiter::new(limits), kv }
+        PluginState {
+            label,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits),
+            kv,
+            events,
+        }
     }
 }
 
@@ -112,6 +129,12 @@ impl store::Host for PluginState {
 
     fn keys(&mut self, prefix: String) -> Vec<String> {
         self.kv.as_ref().map(|kv| kv.keys(&prefix)).unwrap_or_default()
+    }
+}
+
+impl events::Host for PluginState {
+    fn watched(&mut self) -> bool {
+        self.events.as_ref().is_some_and(|watched| watched())
     }
 }
 

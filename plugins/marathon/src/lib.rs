@@ -21,8 +21,8 @@ mod time;
 #[cfg(target_arch = "wasm32")]
 mod component {
     use berth_plugin_sdk::{
-        Action, ApiReply, Decision, Framework, HttpRequest, Offer, TaskShape, TaskStatus, export_framework,
-        now_ms, store,
+        Action, ApiReply, Decision, Framework, HttpRequest, Offer, TaskShape, TaskStatus, events_watched,
+        export_framework, now_ms, store,
     };
 
     use crate::model::{Persist, State};
@@ -53,6 +53,7 @@ mod component {
         /// ends the call with a trap, so the host discards its effects too.
         fn call<T>(&mut self, f: impl FnOnce(&mut Marathon) -> T) -> T {
             self.0.now_ms = now_ms();
+            self.0.events_watched = events_watched();
             let result = f(&mut self.0);
             if let Err(e) = self.0.state.flush(&mut HostStore) {
                 panic!("marathon cannot persist its state: {e}");

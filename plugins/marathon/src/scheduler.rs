@@ -58,6 +58,9 @@ pub struct Marathon {
     pub now_ms: u64,
     /// Events to publish with the next actions.
     pub events: Vec<Event>,
+    /// Whether anything receives events during this call: when not, none are built (the host would drop
+    /// them). Status updates are the hottest path, and each was a JSON document built for nobody.
+    pub events_watched: bool,
     /// Actions to return with the next call that can return actions.
     pub actions: Vec<Action>,
     /// Each app's plan as of its last change (see [`Marathon::refresh_plans`]).
@@ -122,7 +125,15 @@ impl Marathon {
         for id in &ids {
             state.app_changed(id);
         }
-        Marathon { state, config, now_ms, events: Vec::new(), actions: Vec::new(), plans: BTreeMap::new() }
+        Marathon {
+            state,
+            config,
+            now_ms,
+            events: Vec::new(),
+            events_watched: true,
+            actions: Vec::new(),
+            plans: BTreeMap::new(),
+        }
     }
 
     /// Brings the kept plans up to date: apps that changed, apps whose backoff delay may have ended, and
@@ -147,7 +158,11 @@ impl Marathon {
         self.plans.iter().filter(|(_, p)| p.launch > 0).map(|(id, p)| (id.clone(), p.launch)).collect()
     }
 
+    /// Queues an event, when anything receives events.
     pub fn publish(&mut self, kind: &str, mut payload: Value) {
+        if !self.events_watched {
+            return;
+        }
         payload["eventType"] = json!(kind);
         payload["timestamp"] = json!(iso(self.now_ms));
         self.events.push(Event { kind: kind.into(), payload: payload.to_string() });
@@ -361,22 +376,24 @@ impl Marathon {
             }
             return;
         };
-        // One event per update: serialized straight from borrowed fields, as this is the hottest path.
-        let event = StatusUpdateEvent {
-            event_type: "status_update_event",
-            timestamp: iso(self.now_ms),
-            slave_id: u.hostname.as_deref().unwrap_or_default(),
-            task_id: &u.task_id,
-            task_status: state_name(u.state),
-            message: &u.message,
-            app_id: &task.app,
-            host: &task.host,
-            ports: &task.ports,
-            ip_addresses: [],
-            version: self.state.apps.get(&*task.app).map_or("", |a| a.version.as_str()),
-        };
-        let payload = serde_json::to_string(&event).expect("an event serializes");
-        self.events.push(Event { kind: "status_update_event".into(), payload });
+        if self.events_watched {
+            // Serialized straight from borrowed fields, as this is the hottest path.
+            let event = StatusUpdateEvent {
+                event_type: "status_update_event",
+                timestamp: iso(self.now_ms),
+                slave_id: u.hostname.as_deref().unwrap_or_default(),
+                task_id: &u.task_id,
+                task_status: state_name(u.state),
+                message: &u.message,
+                app_id: &task.app,
+                host: &task.host,
+                ports: &task.ports,
+                ip_addresses: [],
+                version: self.state.apps.get(&*task.app).map_or("", |a| a.version.as_str()),
+            };
+            let payload = serde_json::to_string(&event).expect("an event serializes");
+            self.events.push(Event { kind: "status_update_event".into(), payload });
+        }
         if terminal(u.state) {
             let task = self.state.remove_task(&u.task_id).expect("looked up above");
             self.task_ended(&task, &u);
