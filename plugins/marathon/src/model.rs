@@ -451,6 +451,16 @@ pub mod testing {
 
     use super::Persist;
 
+    /// A seeded xorshift generator for the randomized tests: each call answers a number below its argument.
+    pub fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
+    }
+
     #[derive(Default)]
     pub struct MemoryStoreForTests(pub std::collections::BTreeMap<String, Vec<u8>>);
 
@@ -518,13 +528,7 @@ mod tests {
         // A pseudo-random walk of inserts, updates and removals over two apps, three versions and a
         // dozen task ids; after every step the kept counts equal those counted from the tasks.
         let mut state = State::default();
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = testing::numbers(0x9e37_79b9_7f4a_7c15);
         let (mut inserts, mut updates, mut removals) = (0, 0, 0);
         for _ in 0..5_000 {
             let id = format!("t{}", next(12));

@@ -842,13 +842,7 @@ mod tests {
     fn plans_and_deployments_read_off_the_counts_match_a_walk_of_the_tasks() {
         // Random task sets of an app at v2 (tasks at v1 or v2, in every phase, health and kill state);
         // the plan and the deployment check from the counts equal the ones from walking the tasks.
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::model::testing::numbers(0x2545_f491_4f6c_dd1d);
         let (mut fast, mut walked) = (0, 0);
         for round in 0..2_000 {
             let mut m = marathon(app(next(5) as u32, 0.5, 0.5), "v2");
