@@ -378,9 +378,13 @@ impl State {
         let task = self.tasks.get_mut(id)?;
         let counts = &mut self.by_app.get_mut(&task.app).expect("every task is indexed by its app").counts;
         counts.count(task, -1);
-        let (app, task_id) = (task.app.clone(), task.id.clone());
+        // Compared by address: every status update comes through here, and the strings are shared.
+        let (app, task_id) = (Rc::as_ptr(&task.app), Rc::as_ptr(&task.id));
         let result = f(task);
-        assert!(task.app == app && task.id == task_id, "update_task changed a task's identity");
+        assert!(
+            std::ptr::eq(Rc::as_ptr(&task.app), app) && std::ptr::eq(Rc::as_ptr(&task.id), task_id),
+            "update_task changed a task's identity"
+        );
         counts.count(task, 1);
         self.touch_task(id);
         Some(result)
