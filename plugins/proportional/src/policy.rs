@@ -23,8 +23,8 @@ use std::collections::binary_heap::PeekMut;
 use std::collections::hash_map::Entry;
 
 use berth_plugin_sdk::{
-    ClusterView, FrameworkId, Grant, GrantColumns, Node, NodeId, PortRange, Resources, Scalars, TaskShape,
-    ports,
+    ClusterView, FrameworkId, FrameworkInfo, Grant, GrantColumns, Node, NodeId, PortRange, Resources,
+    Scalars, TaskShape, ports,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
@@ -244,15 +244,41 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
         }
     }
 
-    // In id order: sort small keys; the grants stay where they are until they are written out.
-    let mut order: Vec<(FrameworkId, NodeId, u32)> = grants
-        .list
-        .iter()
-        .enumerate()
-        .map(|(i, (index, node, _))| (frameworks[*index].id, nodes[*node].id, i as u32))
-        .collect();
-    order.sort_unstable();
+    let order = id_order(frameworks, nodes, &grants.list);
     Decided { order, resources: grants.list.into_iter().map(|(_, _, r)| r).collect() }
+}
+
+/// The grants in id order (framework id, then node id), as small keys with the place of each grant; the
+/// grants stay where they are until they are written out.
+///
+/// Bucketed by framework (frameworks in id order: a sort of the frameworks, not of the grants), then each
+/// framework's few grants sorted by node id. First fit made most of them in node order already.
+fn id_order(
+    frameworks: &[FrameworkInfo],
+    nodes: &[Node],
+    list: &[(usize, usize, Resources)],
+) -> Vec<(FrameworkId, NodeId, u32)> {
+    let mut by_id: Vec<usize> = (0..frameworks.len()).collect();
+    by_id.sort_unstable_by_key(|&i| frameworks[i].id);
+    // Where each framework's grants start in the answer.
+    let mut start = vec![0usize; frameworks.len()];
+    for (index, _, _) in list {
+        start[*index] += 1;
+    }
+    let mut next = 0;
+    for &i in &by_id {
+        (start[i], next) = (next, next + start[i]);
+    }
+    let mut order = vec![(0, 0, 0); list.len()];
+    let mut end = start.clone();
+    for (g, (index, node, _)) in list.iter().enumerate() {
+        order[end[*index]] = (frameworks[*index].id, nodes[*node].id, g as u32);
+        end[*index] += 1;
+    }
+    for &i in &by_id {
+        order[start[i]..end[i]].sort_unstable();
+    }
+    order
 }
 
 /// One cycle's grants: each grant's resources in the order they were made, and the order of the answer
@@ -445,7 +471,7 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use berth_plugin_sdk::{DeclineFilter, FrameworkInfo, PortRange};
+    use berth_plugin_sdk::{DeclineFilter, PortRange};
 
     use super::*;
 
@@ -604,6 +630,40 @@ mod tests {
         let grants = allocate(&v, &Config::default());
         assert!(grants.len() > 6 && grants.iter().any(|g| !g.resources.ports.is_empty()), "{grants:?}");
         assert_eq!(allocate_columns(&v, &Config::default()), GrantColumns::from_grants(&grants));
+    }
+
+    #[test]
+    fn id_order_is_the_order_of_a_plain_sort() {
+        // Frameworks and nodes with ids out of view order, and grants on distinct (framework, node) pairs
+        // in a scrambled order of making: the buckets must give what sorting everything gives.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for round in 0..200 {
+            let frameworks: Vec<FrameworkInfo> =
+                (0..1 + round % 17).map(|i| framework((i * 7919 % 101) as u32, 1.0, vec![])).collect();
+            let nodes: Vec<Node> =
+                (0..1 + round % 23).map(|i| node((i * 104_729 % 997) as u32, 1, 1)).collect();
+            let mut pairs: Vec<(usize, usize)> =
+                (0..frameworks.len()).flat_map(|f| (0..nodes.len()).map(move |n| (f, n))).collect();
+            for i in (1..pairs.len()).rev() {
+                pairs.swap(i, next(i + 1));
+            }
+            pairs.truncate(next(pairs.len() + 1));
+            let list: Vec<(usize, usize, Resources)> =
+                pairs.iter().map(|&(f, n)| (f, n, Resources::default())).collect();
+            let mut sorted: Vec<(FrameworkId, NodeId, u32)> = list
+                .iter()
+                .enumerate()
+                .map(|(g, (f, n, _))| (frameworks[*f].id, nodes[*n].id, g as u32))
+                .collect();
+            sorted.sort_unstable();
+            assert_eq!(id_order(&frameworks, &nodes, &list), sorted, "round {round}");
+        }
     }
 
     #[test]
