@@ -120,6 +120,8 @@ fn engine_config() -> anyhow::Result<Config> {
         .wasm_component_model(true)
         // Plugins are called synchronously, one call per instance at a time.
         .concurrency_support(false)
+        // Deadlines. The check in compiled code is berth's own (host/vendor/README.md): it traps as soon as
+        // the deadline passes, so an epoch deadline callback or async yield set on a store would be ignored.
         .epoch_interruption(true)
         .cranelift_opt_level(OptLevel::Speed);
     if let Some(strategy) = profiler_from_env()? {
