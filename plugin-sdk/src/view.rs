@@ -83,27 +83,52 @@ impl HeldView {
 
 impl GrantColumns {
     /// `grants` (framework, node, resources) as the columns `allocate-delta` answers with, in the same
-    /// order. Each column is filled in a pass of its own, which is a tight loop without a capacity check.
+    /// order.
+    ///
+    /// One pass over `grants` writes every column. The columns are made at their full length first, so the
+    /// pass stores into slices in step and checks no capacity; in wasm each loop also pays for a deadline
+    /// check on every turn, so one loop costs less than a loop per column (which this was, with `grants`
+    /// walked once per column: 7 % of the wasm call at 1k nodes × 100 frameworks). An iterator that yields
+    /// fewer grants than its `len` said gets columns as long as what it yielded.
     pub fn collect<'a, I>(grants: I) -> GrantColumns
     where
-        I: ExactSizeIterator<Item = (FrameworkId, NodeId, &'a Resources)> + Clone,
+        I: ExactSizeIterator<Item = (FrameworkId, NodeId, &'a Resources)>,
     {
-        let port_ranges: Vec<u32> = grants.clone().map(|(_, _, r)| r.ports.len() as u32).collect();
-        let ranges: usize = port_ranges.iter().map(|&n| n as usize).sum();
-        let mut port_bounds = Vec::with_capacity(2 * ranges);
-        for (_, _, resources) in grants.clone() {
-            ports::push_bounds(&mut port_bounds, &resources.ports);
+        let n = grants.len();
+        let mut c = GrantColumns {
+            frameworks: vec![0; n],
+            nodes: vec![0; n],
+            milli_cpus: vec![0; n],
+            mem_mib: vec![0; n],
+            disk_mib: vec![0; n],
+            gpus: vec![0; n],
+            port_ranges: vec![0; n],
+            // Room for one range per grant; more grow the list.
+            port_bounds: Vec::with_capacity(2 * n),
+        };
+        let rows = (c.frameworks.iter_mut().zip(&mut c.nodes))
+            .zip(c.milli_cpus.iter_mut().zip(&mut c.mem_mib))
+            .zip(c.disk_mib.iter_mut().zip(&mut c.gpus))
+            .zip(&mut c.port_ranges);
+        let mut written = 0;
+        for (row, (framework, node, resources)) in rows.zip(grants) {
+            let ((((framework_at, node_at), (cpus, mem)), (disk, gpus)), ranges) = row;
+            (*framework_at, *node_at) = (framework, node);
+            (*cpus, *mem, *disk, *gpus) =
+                (resources.milli_cpus, resources.mem_mib, resources.disk_mib, resources.gpus);
+            *ranges = resources.ports.len() as u32;
+            ports::push_bounds(&mut c.port_bounds, &resources.ports);
+            written += 1;
         }
-        GrantColumns {
-            frameworks: grants.clone().map(|(framework, _, _)| framework).collect(),
-            nodes: grants.clone().map(|(_, node, _)| node).collect(),
-            milli_cpus: grants.clone().map(|(_, _, r)| r.milli_cpus).collect(),
-            mem_mib: grants.clone().map(|(_, _, r)| r.mem_mib).collect(),
-            disk_mib: grants.clone().map(|(_, _, r)| r.disk_mib).collect(),
-            gpus: grants.map(|(_, _, r)| r.gpus).collect(),
-            port_ranges,
-            port_bounds,
+        if written < n {
+            for column in [&mut c.frameworks, &mut c.nodes, &mut c.gpus, &mut c.port_ranges] {
+                column.truncate(written);
+            }
+            for column in [&mut c.milli_cpus, &mut c.mem_mib, &mut c.disk_mib] {
+                column.truncate(written);
+            }
         }
+        c
     }
 
     /// `grants` as the columns `allocate-delta` answers with, in the same order.
@@ -233,6 +258,30 @@ mod tests {
             (vec![100, 200], vec![32, 64], vec![0, 0], vec![0, 1])
         );
         assert_eq!((c.port_ranges, c.port_bounds), (vec![2, 0], vec![8000, 8001, 9000, 9000]));
+    }
+
+    /// An iterator whose `len` says more than it yields still gets columns of one length, each entry a
+    /// grant it yielded.
+    #[test]
+    fn columns_are_as_long_as_the_grants_yielded() {
+        struct Overstated<I>(I, usize);
+        impl<I: Iterator> Iterator for Overstated<I> {
+            type Item = I::Item;
+            fn next(&mut self) -> Option<I::Item> {
+                self.0.next()
+            }
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                (self.1, Some(self.1))
+            }
+        }
+        impl<I: Iterator> ExactSizeIterator for Overstated<I> {}
+        let r = crate::Resources::new(100, 32);
+        let c = GrantColumns::collect(Overstated([(1, 10, &r), (2, 20, &r)].into_iter(), 5));
+        assert_eq!((c.frameworks, c.nodes, c.port_ranges), (vec![1, 2], vec![10, 20], vec![0, 0]));
+        assert_eq!(
+            (c.milli_cpus, c.mem_mib, c.disk_mib, c.gpus),
+            (vec![100; 2], vec![32; 2], vec![0; 2], vec![0; 2])
+        );
     }
 
     fn delta(base: Option<u64>, epoch: u64) -> ViewDelta {
