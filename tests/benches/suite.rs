@@ -282,10 +282,18 @@ fn build_berth() {
     if std::env::var_os("BERTH_BIN").is_some() {
         return;
     }
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "berth-host", "--bin", "berth"])
-        .status()
-        .expect("running cargo");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(["build", "--release", "-p", "berth-host", "--bin", "berth"]);
+    // Run by `cargo bench`, rustup has chosen the toolchain for everything below. Run on its own (a suite
+    // binary copied aside to compare builds), the `rustc` that cargo starts would pick the toolchain of each
+    // dependency's directory, and some pin one (redb: 1.90, not installed here). Build with the toolchain
+    // that built the suite.
+    if std::env::var_os("RUSTUP_TOOLCHAIN").is_none()
+        && let Some(toolchain) = option_env!("RUSTUP_TOOLCHAIN")
+    {
+        cargo.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
+    let status = cargo.status().expect("running cargo");
     assert!(status.success(), "building the release berth binary failed");
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(std::path::Path::parent).unwrap().join("berth");
