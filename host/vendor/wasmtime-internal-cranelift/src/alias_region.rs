@@ -1435,11 +1435,16 @@ where
     }
 
     /// berth: the engine's current epoch and the store's deadline, read
-    /// afresh from the `vmctx` for one deadline check (see
-    /// `FuncEnvironment::epoch_check`). The four loads are atomic (plain
-    /// loads on x86-64 and aarch64), so that Cranelift neither forwards an
-    /// earlier value nor hoists them out of a loop: an epoch read once before
-    /// a loop would never see the deadline pass.
+    /// afresh for one deadline check (see `FuncEnvironment::epoch_check`).
+    ///
+    /// The epoch pointer and the store context are the instance's for its
+    /// whole life: plain read-only loads from the `vmctx`, which Cranelift
+    /// may share between checks and hoist out of loops (as upstream keeps
+    /// the epoch pointer in a variable). The epoch and the deadline behind
+    /// them are atomic loads (plain loads on x86-64 and aarch64), so that
+    /// Cranelift neither forwards an earlier value nor hoists them out of a
+    /// loop: an epoch read once before a loop would never see the deadline
+    /// pass.
     pub fn epoch_and_deadline(
         &mut self,
         cursor: &mut FuncCursor<'_>,
@@ -1452,17 +1457,23 @@ where
             u32::from(ptr_size.vm_store_context().epoch_deadline()),
         );
         let pointer_type = self.pointer_type;
-        let load = |cursor: &mut FuncCursor<'_>,
-                    region: ir::AliasRegion,
-                    ty: ir::Type,
-                    base: ir::Value,
-                    offset: u32| {
+        let fixed = |cursor: &mut FuncCursor<'_>, region: ir::AliasRegion, offset: u32| {
+            let flags = ir::MemFlagsData::trusted()
+                .with_readonly()
+                .with_can_move()
+                .with_alias_region(Some(region));
+            cursor.ins().load(pointer_type, flags, vmctx, offset as i32)
+        };
+        let current = |cursor: &mut FuncCursor<'_>,
+                       region: ir::AliasRegion,
+                       base: ir::Value,
+                       offset: u32| {
             let flags = ir::MemFlagsData::trusted().with_alias_region(Some(region));
             let addr = cursor.ins().iadd_imm_s(base, i64::from(offset));
-            cursor.ins().atomic_load(ty, flags, addr)
+            cursor.ins().atomic_load(ir::types::I64, flags, addr)
         };
         let region = self.vmctx_region(cursor.func, epoch_ptr_offset);
-        let epoch_ptr = load(cursor, region, pointer_type, vmctx, epoch_ptr_offset);
+        let epoch_ptr = fixed(cursor, region, epoch_ptr_offset);
         let region = self.region(
             cursor.func,
             AliasRegionKey::Vm {
@@ -1470,11 +1481,11 @@ where
                 offset: 0,
             },
         );
-        let epoch = load(cursor, region, ir::types::I64, epoch_ptr, 0);
+        let epoch = current(cursor, region, epoch_ptr, 0);
         let region = self.vmctx_region(cursor.func, store_ctx_offset);
-        let store_ctx = load(cursor, region, pointer_type, vmctx, store_ctx_offset);
+        let store_ctx = fixed(cursor, region, store_ctx_offset);
         let region = self.vmstore_context_region(cursor.func, deadline_offset);
-        let deadline = load(cursor, region, ir::types::I64, store_ctx, deadline_offset);
+        let deadline = current(cursor, region, store_ctx, deadline_offset);
         (epoch, deadline)
     }
 

@@ -719,8 +719,8 @@ impl<'module_environment> FuncEnvironment<'module_environment> {
     /// reloads them in hot loops (bytecodealliance/wasmtime#7244). berth's
     /// stores only ever trap at their deadline (no deadline callback, no async
     /// yield), so the check needs no call. It reads the epoch and the deadline
-    /// afresh from the `vmctx`, which is live anyway, and keeps nothing else
-    /// live (see `AliasRegions::epoch_and_deadline`).
+    /// afresh at every check, through the two pointers the `vmctx` holds
+    /// (see `AliasRegions::epoch_and_deadline`).
     fn epoch_check(&mut self, builder: &mut FunctionBuilder<'_>) {
         let vmctx = self.vmctx_val(&mut builder.cursor());
         let (epoch, deadline) = self
