@@ -1,7 +1,8 @@
 //! The offer cycle: frameworks' demand, the cluster view, the allocator's grants, offers, and the
 //! frameworks' decisions, each checked before it takes effect.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use super::core::Master;
@@ -9,8 +10,8 @@ use super::query::CycleView;
 use super::validate::{self, NodePolicy};
 use crate::model::{ResourcesExt, unix_ms};
 use crate::runtime::bindings::{
-    ClusterView, Decision, DeclineFilter, Framework as ViewFramework, Node as ViewNode, Offer, Resources,
-    TaskReason, TaskShape, TaskSpec, TaskState,
+    ClusterView, Decision, DeclineFilter, Framework as ViewFramework, Grant, Node as ViewNode, Offer,
+    Resources, TaskReason, TaskShape, TaskSpec, TaskState,
 };
 
 /// An offer between the grant that made it and the decision that answers it.
@@ -68,34 +69,8 @@ impl Master {
         record.allocate_us = allocate_started.elapsed().as_micros() as u64;
         record.grants = grants.len() as u32;
 
-        // Check each grant against the view and merge grants into one offer per framework and node.
-        let eligible: HashMap<u32, bool> = view.frameworks.iter().map(|f| (f.id, !f.suppressed)).collect();
-        let mut free: HashMap<u32, Resources> =
-            view.nodes.iter().map(|n| (n.id, n.available.clone())).collect();
-        let filtered: std::collections::HashSet<(u32, u32)> =
-            view.filters.iter().map(|f| (f.framework, f.node)).collect();
-        let mut merged: BTreeMap<(u32, u32), Resources> = BTreeMap::new();
-        for grant in grants {
-            let refusal = if !eligible.get(&grant.framework).copied().unwrap_or(false) {
-                Some("unknown or suppressed framework")
-            } else if filtered.contains(&(grant.framework, grant.node)) {
-                Some("the framework declined this node")
-            } else if !free.get(&grant.node).is_some_and(|f| f.contains(&grant.resources)) {
-                Some("more than the node has available")
-            } else if grant.resources.is_empty() {
-                Some("an empty grant")
-            } else {
-                None
-            };
-            if let Some(reason) = refusal {
-                record.refused_grants += 1;
-                tracing::debug!(target: "berth.master", framework = grant.framework, node = grant.node, reason,
-                    "grant refused");
-                continue;
-            }
-            free.get_mut(&grant.node).expect("checked").remove(&grant.resources);
-            merged.entry((grant.framework, grant.node)).or_insert_with(Resources::zero).add(&grant.resources);
-        }
+        let (merged, refused) = check_grants(&view, grants);
+        record.refused_grants = refused;
         if record.refused_grants > 0 {
             tracing::warn!(target: "berth.master", allocator = %self.allocator, refused = record.refused_grants,
                 "the allocator returned grants that do not fit the view");
@@ -324,12 +299,111 @@ fn cap_demand(shapes: &mut Vec<TaskShape>, cap: u32) -> bool {
     cut
 }
 
+/// Checks each grant against the view and merges the grants into one offer per framework and node. A
+/// grant is refused (and counted) if its framework is unknown or suppressed, if the framework declined the
+/// node, if it is empty, or if it asks for more than the node has left after the grants before it.
+///
+/// Only the nodes the grants name are looked at: their ids are found in the view's nodes (sorted by id,
+/// as `Master::view` makes them) and what they have left is copied when their first grant comes. A copy of
+/// every node's resources per cycle was 10,000 clones and hash inserts at 10,000 nodes, for the few
+/// hundred nodes a cycle grants on.
+fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32), Resources>, u32) {
+    debug_assert!(view.nodes.is_sorted_by_key(|n| n.id), "the view's nodes are sorted by id");
+    let eligible: HashMap<u32, bool> = view.frameworks.iter().map(|f| (f.id, !f.suppressed)).collect();
+    let filtered: HashSet<(u32, u32)> = view.filters.iter().map(|f| (f.framework, f.node)).collect();
+    let mut free: HashMap<u32, Resources> = HashMap::new();
+    let mut merged: BTreeMap<(u32, u32), Resources> = BTreeMap::new();
+    let mut refused = 0;
+    for grant in grants {
+        let available = match free.entry(grant.node) {
+            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Vacant(entry) => view
+                .nodes
+                .binary_search_by_key(&grant.node, |n| n.id)
+                .ok()
+                .map(|at| entry.insert(view.nodes[at].available.clone())),
+        };
+        let refusal = if !eligible.get(&grant.framework).copied().unwrap_or(false) {
+            Some("unknown or suppressed framework")
+        } else if filtered.contains(&(grant.framework, grant.node)) {
+            Some("the framework declined this node")
+        } else if grant.resources.is_empty() {
+            Some("an empty grant")
+        } else if !available.as_ref().is_some_and(|a| a.contains(&grant.resources)) {
+            Some("more than the node has available")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            refused += 1;
+            tracing::debug!(target: "berth.master", framework = grant.framework, node = grant.node, reason,
+                "grant refused");
+            continue;
+        }
+        available.expect("checked").remove(&grant.resources);
+        merged.entry((grant.framework, grant.node)).or_insert_with(Resources::zero).add(&grant.resources);
+    }
+    (merged, refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn shape(milli_cpus: u64, count: u32) -> TaskShape {
         TaskShape { milli_cpus, mem_mib: 32, disk_mib: 0, gpus: 0, ports: 1, count }
+    }
+
+    fn cpus(milli_cpus: u64) -> Resources {
+        Resources { milli_cpus, mem_mib: 0, disk_mib: 0, gpus: 0, ports: vec![] }
+    }
+
+    fn grant(framework: u32, node: u32, resources: Resources) -> Grant {
+        Grant { framework, node, resources }
+    }
+
+    #[test]
+    fn grants_are_checked_against_what_each_node_has_left_and_merged() {
+        let node = |id| ViewNode {
+            id,
+            hostname: format!("node-{id}"),
+            total: cpus(1_000),
+            available: cpus(1_000),
+            attributes: vec![],
+        };
+        let framework = |id, suppressed| ViewFramework {
+            id,
+            name: format!("f{id}"),
+            role: "*".into(),
+            weight: 1.0,
+            allocated: cpus(0),
+            suppressed,
+            demand: vec![],
+        };
+        let view = ClusterView {
+            nodes: vec![node(1), node(2), node(4)],
+            frameworks: vec![framework(10, false), framework(11, true)],
+            filters: vec![DeclineFilter { framework: 10, node: 2, expires_ms: u64::MAX }],
+            now_ms: 0,
+        };
+        let grants = vec![
+            grant(10, 1, cpus(600)),
+            grant(10, 1, cpus(600)), // node 1 has 400 left
+            grant(10, 1, cpus(400)),
+            grant(10, 4, cpus(1_000)),
+            grant(11, 1, cpus(1)), // suppressed
+            grant(12, 1, cpus(1)), // unknown framework
+            grant(10, 2, cpus(1)), // declined
+            grant(10, 3, cpus(1)), // unknown node
+            grant(10, 4, cpus(0)), // empty
+            grant(10, 4, cpus(1)), // node 4 is full
+        ];
+        let (merged, refused) = check_grants(&view, grants);
+        assert_eq!(refused, 7);
+        assert_eq!(
+            merged.into_iter().collect::<Vec<_>>(),
+            vec![((10, 1), cpus(1_000)), ((10, 4), cpus(1_000))]
+        );
     }
 
     #[test]
