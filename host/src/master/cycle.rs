@@ -301,7 +301,8 @@ fn cap_demand(shapes: &mut Vec<TaskShape>, cap: u32) -> bool {
 
 /// Checks each grant against the view and merges the grants into one offer per framework and node. A
 /// grant is refused (and counted) if its framework is unknown or suppressed, if the framework declined the
-/// node, if it is empty, or if it asks for more than the node has left after the grants before it.
+/// node, if it is empty, if its node is not in the view, or if it asks for more than the node has left after
+/// the grants before it.
 ///
 /// Only the nodes the grants name are looked at: their ids are found in the view's nodes (sorted by id,
 /// as `Master::view` makes them) and what they have left is copied when their first grant comes. A copy of
@@ -315,24 +316,30 @@ fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32),
     let mut merged: BTreeMap<(u32, u32), Resources> = BTreeMap::new();
     let mut refused = 0;
     for grant in grants {
-        let available = match free.entry(grant.node) {
-            Entry::Occupied(entry) => Some(entry.into_mut()),
-            Entry::Vacant(entry) => view
-                .nodes
-                .binary_search_by_key(&grant.node, |n| n.id)
-                .ok()
-                .map(|at| entry.insert(view.nodes[at].available.clone())),
-        };
         let refusal = if !eligible.get(&grant.framework).copied().unwrap_or(false) {
             Some("unknown or suppressed framework")
         } else if filtered.contains(&(grant.framework, grant.node)) {
             Some("the framework declined this node")
         } else if grant.resources.is_empty() {
             Some("an empty grant")
-        } else if !available.as_ref().is_some_and(|a| a.contains(&grant.resources)) {
-            Some("more than the node has available")
         } else {
-            None
+            // What the node has left, copied from the view at its first grant; `None`: not in the view.
+            let available = match free.entry(grant.node) {
+                Entry::Occupied(entry) => Some(entry.into_mut()),
+                Entry::Vacant(entry) => view
+                    .nodes
+                    .binary_search_by_key(&grant.node, |n| n.id)
+                    .ok()
+                    .map(|at| entry.insert(view.nodes[at].available.clone())),
+            };
+            match available {
+                Some(available) if available.contains(&grant.resources) => {
+                    available.remove(&grant.resources);
+                    None
+                }
+                Some(_) => Some("more than the node has available"),
+                None => Some("a node not in the view"),
+            }
         };
         if let Some(reason) = refusal {
             refused += 1;
@@ -340,7 +347,6 @@ fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32),
                 "grant refused");
             continue;
         }
-        available.expect("checked").remove(&grant.resources);
         merged.entry((grant.framework, grant.node)).or_insert_with(Resources::zero).add(&grant.resources);
     }
     (merged, refused)
