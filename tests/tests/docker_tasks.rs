@@ -167,7 +167,7 @@ fn kill_honours_the_grace_period() {
     let image = docker::busybox();
     submit(
         &master,
-        json!({"id": "polite", "image": image, "command": "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done", "grace_ms": 10000}),
+        json!({"id": "polite", "image": image, "command": "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.2; done", "grace_ms": 10000}),
     );
     submit(
         &master,
@@ -175,6 +175,14 @@ fn kill_honours_the_grace_period() {
     );
     wait_state(&master, "polite", "running", Duration::from_secs(60));
     wait_state(&master, "stubborn", "running", Duration::from_secs(60));
+    // RUNNING means Docker started the container, not that its shell has reached `trap`. The shell
+    // is PID 1, and the kernel drops a signal PID 1 has no handler for: a SIGTERM sent before the
+    // trap is set would be lost and the task would wait out its grace period. Kill only once the
+    // handler is in place.
+    eventually("the polite task to set its SIGTERM handler", Duration::from_secs(30), || {
+        let out = master.cli(&["task", "logs", "polite"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout) == "ready\n").then_some(())
+    });
 
     let asked = Instant::now();
     assert_eq!(master.request("POST", "/frameworks/l/kill?polite", "").0, 202);
@@ -187,7 +195,7 @@ fn kill_honours_the_grace_period() {
     assert!(polite_took < Duration::from_secs(9), "it did not wait for SIGKILL: {polite_took:?}");
     let out = master.cli(&["task", "logs", "polite"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n", "its SIGTERM handler ran");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\nbye\n", "its SIGTERM handler ran");
 
     // The stubborn one ignores SIGTERM and is killed with SIGKILL when its 2 s run out.
     let stubborn = wait_state(&master, "stubborn", "killed", Duration::from_secs(30));
