@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::{broadcast, mpsc};
 
 use super::Events;
+use super::cycle::NodeViews;
 use super::query::CycleView;
 use super::state::{FastMap, Framework, Node, Task, TaskKey};
 use super::writer::{Outgoing, Progress, Reply, Writer};
@@ -51,6 +52,8 @@ pub struct Master {
     /// The allocator plugin in use.
     pub(super) allocator: String,
     pub(super) nodes: BTreeMap<u32, Node>,
+    /// The allocator's view of the schedulable nodes, kept between cycles.
+    pub(super) node_views: NodeViews,
     /// Agent id to node id.
     pub(super) agents: FastMap<String, u32>,
     /// Connections that have not registered yet.
@@ -138,6 +141,7 @@ impl Master {
             registry,
             allocator: String::new(),
             nodes: BTreeMap::new(),
+            node_views: NodeViews::default(),
             agents: FastMap::default(),
             pending_connections: HashMap::new(),
             connections: HashMap::new(),
