@@ -64,7 +64,9 @@ pub struct Master {
     pub(super) frameworks: BTreeMap<u32, Framework>,
     pub(super) framework_names: HashMap<String, u32>,
     pub(super) next_framework_id: u32,
-    pub(super) tasks: FastMap<TaskKey, Task>,
+    /// Boxed, so that growing the map moves 40-byte entries rather than 216-byte ones: at 57,000 tasks,
+    /// growing a map that held the tasks inline moved 12 MB into fresh pages inside one offer cycle.
+    pub(super) tasks: FastMap<TaskKey, Box<Task>>,
     /// Decline filters: (framework, agent id) to expiry, ms since the epoch.
     pub(super) filters: FastMap<(u32, String), u64>,
     pub(super) next_offer_id: u64,
