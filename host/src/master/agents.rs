@@ -12,7 +12,7 @@ use pb::master_message::Message as ToAgent;
 use super::core::Master;
 use super::state::{Node, NodeState, TaskKey};
 use crate::convert;
-use crate::model::{ResourcesExt, is_terminal, unix_ms};
+use crate::model::{is_terminal, unix_ms};
 use crate::runtime::bindings::{Resources, TaskReason, TaskState, TaskStatus};
 use crate::store::AgentRecord;
 
@@ -29,22 +29,14 @@ impl Master {
         self.nodes.insert(
             id,
             Node {
-                id,
-                agent_id,
                 hostname: record.hostname,
                 total: record.resources,
                 attributes: record.attributes,
-                revision: 0,
-                used: Resources::zero(),
                 state: if record.draining { NodeState::Draining } else { NodeState::Active },
-                connection: None,
-                last_seen: Instant::now(),
-                last_seen_ms: 0,
-                agent_running: 0,
                 allow_privileged: record.allow_privileged,
                 allow_host_mounts: record.allow_host_mounts,
                 backend: record.backend,
-                tasks: Default::default(),
+                ..Node::blank(id, agent_id)
             },
         );
     }
@@ -101,27 +93,7 @@ impl Master {
                 let id = self.next_node_id;
                 self.next_node_id += 1;
                 self.agents.insert(register.agent_id.clone(), id);
-                self.nodes.insert(
-                    id,
-                    Node {
-                        id,
-                        agent_id: register.agent_id.clone(),
-                        hostname: String::new(),
-                        total: Resources::zero(),
-                        attributes: Vec::new(),
-                        revision: 0,
-                        used: Resources::zero(),
-                        state: NodeState::Active,
-                        connection: None,
-                        last_seen: Instant::now(),
-                        last_seen_ms: 0,
-                        agent_running: 0,
-                        allow_privileged: false,
-                        allow_host_mounts: false,
-                        backend: String::new(),
-                        tasks: Default::default(),
-                    },
-                );
+                self.nodes.insert(id, Node::blank(id, register.agent_id.clone()));
                 id
             }
         };

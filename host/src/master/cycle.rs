@@ -414,7 +414,6 @@ fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::state::NodeState;
     use crate::runtime::bindings::Attribute;
 
     fn shape(milli_cpus: u64, count: u32) -> TaskShape {
@@ -475,22 +474,12 @@ mod tests {
 
     fn node(id: u32, revision: u64, used: u64) -> Node {
         Node {
-            id,
-            agent_id: format!("agent-{id}"),
             hostname: format!("node-{id}"),
             total: cpus(1_000),
             attributes: vec![Attribute { name: "rack".into(), value: format!("r{id}") }],
             revision,
             used: cpus(used),
-            state: NodeState::Active,
-            connection: None,
-            last_seen: Instant::now(),
-            last_seen_ms: 0,
-            agent_running: 0,
-            allow_privileged: false,
-            allow_host_mounts: false,
-            backend: String::new(),
-            tasks: Default::default(),
+            ..Node::blank(id, format!("agent-{id}"))
         }
     }
 

@@ -71,6 +71,28 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node that has registered nothing yet: no resources, no connection, active.
+    pub fn blank(id: u32, agent_id: String) -> Node {
+        Node {
+            id,
+            agent_id,
+            hostname: String::new(),
+            total: Resources::zero(),
+            attributes: Vec::new(),
+            revision: 0,
+            used: Resources::zero(),
+            state: NodeState::Active,
+            connection: None,
+            last_seen: Instant::now(),
+            last_seen_ms: 0,
+            agent_running: 0,
+            allow_privileged: false,
+            allow_host_mounts: false,
+            backend: String::new(),
+            tasks: Default::default(),
+        }
+    }
+
     /// What is neither used nor offered.
     pub fn available(&self) -> Resources {
         let mut free = self.total.clone();
