@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::Events;
 use super::cycle::NodeViews;
 use super::query::CycleView;
-use super::state::{FastMap, Framework, Node, Task, TaskKey};
+use super::state::{FastMap, Framework, Node, Tasks};
 use super::writer::{Outgoing, Progress, Reply, Writer};
 use super::{Event, Job, MasterConfig, MasterHandle, ToAgent};
 use crate::bundled;
@@ -64,9 +64,7 @@ pub struct Master {
     pub(super) frameworks: BTreeMap<u32, Framework>,
     pub(super) framework_names: HashMap<String, u32>,
     pub(super) next_framework_id: u32,
-    /// Boxed, so that growing the map moves 40-byte entries rather than 216-byte ones: at 57,000 tasks,
-    /// growing a map that held the tasks inline moved 12 MB into fresh pages inside one offer cycle.
-    pub(super) tasks: FastMap<TaskKey, Box<Task>>,
+    pub(super) tasks: Tasks,
     /// Decline filters: (framework, agent id) to expiry, ms since the epoch.
     pub(super) filters: FastMap<(u32, String), u64>,
     pub(super) next_offer_id: u64,
@@ -151,7 +149,7 @@ impl Master {
             frameworks: BTreeMap::new(),
             framework_names: HashMap::new(),
             next_framework_id: 1,
-            tasks: FastMap::default(),
+            tasks: Tasks::default(),
             filters: FastMap::default(),
             next_offer_id: 1,
             cycle_wanted: true,

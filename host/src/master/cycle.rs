@@ -237,9 +237,7 @@ impl Master {
         }
         let policy =
             NodePolicy { allow_privileged: node.allow_privileged, allow_host_mounts: node.allow_host_mounts };
-        validate::launch(&offer.resources, &policy, tasks, |id| {
-            self.tasks.contains_key(&(framework, id.to_string()))
-        })
+        validate::launch(&offer.resources, &policy, tasks, |id| self.tasks.contains(framework, id))
     }
 
     /// Tells the framework (through `status`) that these tasks were not launched, and why.

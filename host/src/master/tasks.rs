@@ -48,7 +48,7 @@ impl Master {
         }
         self.tasks.insert(
             key,
-            Box::new(Task {
+            Task {
                 resources: record.spec.resources.clone(),
                 kill_grace_period_ms: record.spec.kill_grace_period_ms,
                 spec: PackedSpec::new(&convert::task_spec(&record.spec)),
@@ -59,7 +59,7 @@ impl Master {
                 ended: terminal.then(Instant::now),
                 delivered,
                 kill_requested: None,
-            }),
+            },
         );
     }
 
@@ -118,7 +118,7 @@ impl Master {
         publish(&self.events, || Event::Status { framework: name, agent_id, status: status.clone() });
         self.tasks.insert(
             key,
-            Box::new(Task {
+            Task {
                 resources,
                 kill_grace_period_ms,
                 spec: packed,
@@ -129,7 +129,7 @@ impl Master {
                 ended: None,
                 delivered: true,
                 kill_requested: None,
-            }),
+            },
         );
         self.send_to_node(node, message);
     }
