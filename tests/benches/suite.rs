@@ -178,6 +178,7 @@ fn placement_rows() -> Vec<Row> {
     let master = placement::master(setup.nodes);
     let p = placement::run(&master, setup);
     eprintln!("{p:?}");
+    let (master_ms, process_ms) = p.cpu_ms_per_1000();
     let what = format!(
         "{}k simulated nodes, {} apps × {} tasks, marathon + proportional",
         setup.nodes / 1000,
@@ -207,6 +208,17 @@ fn placement_rows() -> Vec<Row> {
             format!("{:.1} / {:.1} ms", p.cycle_p50_ms, p.cycle_p99_ms),
             "≤ 50 ms",
             Some(p.cycle_p99_ms <= 50.0),
+        ),
+        row(
+            format!(
+                "CPU per 1,000 tasks placed: the master's thread / the whole process (store writer, API and \
+                 simulated agents included; {:.1} / {:.1} s in all)",
+                p.master_cpu.as_secs_f64(),
+                p.process_cpu.as_secs_f64()
+            ),
+            format!("{:.0} / {:.0} ms", master_ms, process_ms),
+            "",
+            None,
         ),
         row(
             format!(

@@ -5,7 +5,8 @@
 //!
 //! A task's latency runs from the POST of its app to the task's RUNNING status (the agent's timestamp,
 //! which the framework reports as `startedAt`); the throughput is all tasks over the time from the first
-//! POST to the last RUNNING. The master's memory is read from `/proc` once every task runs.
+//! POST to the last RUNNING. The master's memory is read from `/proc` once every task runs, and so is the
+//! CPU time its threads used since the first POST.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{parse_iso_ms, quantile, rss_mib, unix_ms};
+use super::{parse_iso_ms, quantile, rss_mib, thread_cpu, unix_ms};
 use crate::cluster::{Master, eventually};
 
 /// What to place.
@@ -48,6 +49,21 @@ pub struct Placed {
     pub cycle_p50_ms: f64,
     pub cycle_p99_ms: f64,
     pub cycles: u64,
+    /// CPU time from the first POST to the last RUNNING: the master's thread (plugins, offer cycles,
+    /// launch checks, status handling) and the whole process (with the store writer, the HTTP API and the
+    /// simulated agents, which share it).
+    pub master_cpu: Duration,
+    pub process_cpu: Duration,
+    /// The same by thread name, largest first.
+    pub cpu_by_thread: Vec<(String, Duration)>,
+}
+
+impl Placed {
+    /// CPU milliseconds per 1,000 tasks placed: (master thread, whole process).
+    pub fn cpu_ms_per_1000(&self) -> (f64, f64) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / self.tasks as f64;
+        (per(self.master_cpu), per(self.process_cpu))
+    }
 }
 
 /// The master a placement runs against: `nodes` simulated agents, warnings-only logs.
@@ -77,6 +93,7 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
     let pid = master.pid().expect("the master runs");
     let (idle_rss_mib, _) = rss_mib(pid);
     let cycles_before = last_cycle(master);
+    let cpu_before = thread_cpu(pid);
 
     let posted: Mutex<BTreeMap<String, u64>> = Mutex::default();
     let next = std::sync::atomic::AtomicU32::new(0);
@@ -125,6 +142,17 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (rss_mib, peak_rss_mib) = rss_mib(pid);
+    let cpu_after = thread_cpu(pid);
+    let used = |name: Option<&str>| -> Duration {
+        let spent = |cpu: &BTreeMap<String, Duration>| -> Duration {
+            cpu.iter().filter(|(n, _)| name.is_none_or(|name| *n == name)).map(|(_, d)| *d).sum()
+        };
+        spent(&cpu_after).saturating_sub(spent(&cpu_before))
+    };
+    let (master_cpu, process_cpu) = (used(Some("berth-master")), used(None));
+    let mut cpu_by_thread: Vec<(String, Duration)> =
+        cpu_after.keys().map(|name| (name.clone(), used(Some(name)))).filter(|(_, d)| !d.is_zero()).collect();
+    cpu_by_thread.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
 
     // Every task's RUNNING time, app by app (one app's tasks per request keeps responses small).
     let mut latencies = Vec::with_capacity(total);
@@ -178,6 +206,9 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
         cycle_p50_ms,
         cycle_p99_ms,
         cycles,
+        master_cpu,
+        process_cpu,
+        cpu_by_thread,
     }
 }
 
