@@ -279,7 +279,7 @@ mod tests {
         /// Commits a batch handed over, as the writer does: counted once committed.
         fn commit_handed(&self, batch: &Batch) {
             self.store.commit(batch).unwrap();
-            self.progress.committed_one();
+            self.progress.add_committed(1);
         }
 
         fn commit(&self, kv: &FrameworkKv) {

@@ -65,8 +65,9 @@ impl Progress {
         self.handed_over.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn committed_one(&self) {
-        self.committed.fetch_add(1, Ordering::AcqRel);
+    /// `count` more batches are committed.
+    pub(crate) fn add_committed(&self, count: u64) {
+        self.committed.fetch_add(count, Ordering::AcqRel);
     }
 }
 
@@ -76,9 +77,23 @@ impl Writer {
         let progress = Arc::new(Progress::default());
         let committed = progress.clone();
         let thread = std::thread::Builder::new().name("berth-store".into()).spawn(move || {
-            for Commit { batch, outbox, replies } in rx {
+            while let Ok(first) = rx.recv() {
+                // The batches that queued up while the last commit ran go into one transaction with this
+                // one: one fsync and one rewrite of each B-tree's path for all of them, and a key written
+                // in several (a task's STARTING, then its RUNNING) written once.
+                let mut group = vec![first];
+                group.extend(rx.try_iter());
+                let mut commits = group.into_iter();
+                let Commit { mut batch, mut outbox, mut replies } = commits.next().expect("one at least");
+                let mut count = 1;
+                for later in commits {
+                    batch.append(later.batch);
+                    outbox.extend(later.outbox);
+                    replies.extend(later.replies);
+                    count += 1;
+                }
                 commit(&store, &batch);
-                committed.committed_one();
+                committed.add_committed(count);
                 for (tx, message) in outbox {
                     let _ = tx.send(message);
                 }

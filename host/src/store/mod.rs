@@ -144,6 +144,18 @@ impl Batch {
         self.ops.push(op);
     }
 
+    /// Adds the writes of `later`, a batch made after this one, as if they had been made here in the same
+    /// order: committing the result leaves the store as committing the two one after the other would
+    /// (a key written in both is written once, with `later`'s value). The store writer merges batches
+    /// that queued up while it committed, to commit them in one transaction.
+    pub fn append(&mut self, later: Batch) {
+        for op in later.ops {
+            if !matches!(op, Op::Replaced) {
+                self.push(op);
+            }
+        }
+    }
+
     /// Sets or clears a metadata value.
     pub fn meta(&mut self, key: &str, value: Option<&str>) {
         self.ops.push(Op::Meta(key.into(), value.map(|v| v.as_bytes().to_vec())));
@@ -559,6 +571,78 @@ mod tests {
         assert!(!loaded.tasks.contains_key(&("fw".to_string(), "t2".to_string())));
         let (task, latest) = &loaded.tasks[&("fw".to_string(), "t1".to_string())];
         assert_eq!((task.agent_id.as_str(), latest.is_none()), ("agent-2", true));
+    }
+
+    #[test]
+    fn batches_appended_commit_as_the_same_batches_one_after_the_other() {
+        use crate::runtime::bindings::TaskState;
+        let spec = crate::master::validate::tests::task("t1", 100, vec![]);
+        let record =
+            |agent_id: &str| TaskRecord { spec: spec.clone(), agent_id: agent_id.into(), launched_at_ms: 1 };
+        // Three batches as three master loop iterations might make them: a task launched, its later
+        // statuses, framework data written, cleared with its framework and written again.
+        let batches = || {
+            let mut first = Batch::default();
+            first.put_task("fw", "t1", record("agent-1"));
+            first.put_status("fw", "t1", status("t1", TaskState::Staging, true));
+            first.put_task("fw", "t2", record("agent-1"));
+            first.kv("fw", "k".into(), Some(b"1".to_vec()));
+            first.kv("gone", "a".into(), Some(b"1".to_vec()));
+            first.filter("fw", "agent-1", Some(9));
+            let mut second = Batch::default();
+            second.put_status("fw", "t1", status("t1", TaskState::Starting, false));
+            second.put_status("fw", "t1", status("t1", TaskState::Running, false));
+            second.delete_task("fw", "t2");
+            second.kv("fw", "k".into(), Some(b"2".to_vec()));
+            second.delete_framework("gone");
+            let mut third = Batch::default();
+            third.put_status("fw", "t1", status("t1", TaskState::Running, true));
+            third.kv("gone", "b".into(), Some(b"3".to_vec()));
+            third.put_task("fw", "t2", record("agent-2"));
+            [first, second, third]
+        };
+        let summary = |store: &Store| {
+            let loaded = store.load().unwrap();
+            let tasks: Vec<_> = loaded
+                .tasks
+                .iter()
+                .map(|((f, t), (task, latest))| {
+                    let latest = latest.as_ref().map(|l| (l.status.state, l.delivered));
+                    (f.clone(), t.clone(), task.agent_id.clone(), latest)
+                })
+                .collect();
+            let kv: BTreeMap<_, _> = loaded.kv.into_iter().collect();
+            (tasks, kv, loaded.filters)
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let one_by_one = Store::open(dir.path()).unwrap();
+        for batch in batches() {
+            one_by_one.commit(&batch).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let merged_store = Store::open(dir.path()).unwrap();
+        let [mut merged, second, third] = batches();
+        merged.append(second);
+        merged.append(third);
+        // t1's three statuses, t2's three task writes (put, delete, put) and fw/k's two values became
+        // one write each.
+        assert_eq!(merged.len(), batches().iter().map(Batch::len).sum::<usize>() - 5);
+        merged_store.commit(&merged).unwrap();
+
+        let expected = summary(&one_by_one);
+        assert_eq!(summary(&merged_store), expected);
+        let (tasks, kv, filters) = expected;
+        assert_eq!(
+            tasks,
+            vec![
+                ("fw".into(), "t1".into(), "agent-1".into(), Some((TaskState::Running, true))),
+                ("fw".into(), "t2".into(), "agent-2".into(), None),
+            ]
+        );
+        assert_eq!(kv["fw"]["k"], b"2");
+        assert_eq!(kv["gone"].keys().collect::<Vec<_>>(), vec!["b"], "cleared, then written again");
+        assert_eq!(filters, vec![("fw".into(), "agent-1".into(), 9)]);
     }
 
     #[test]
