@@ -359,6 +359,22 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Freezes the agent (SIGSTOP): its connection stays open, but it reads and answers nothing.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen agent run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the agent runs").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("running kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Its agent id (kept in its work directory).
     pub fn agent_id(&self) -> Option<String> {
         std::fs::read_to_string(self.work_dir.join("agent-id")).ok().map(|s| s.trim().to_string())

@@ -1,4 +1,5 @@
-//! Failures across real processes: an agent that dies, and a master killed with SIGKILL mid-run.
+//! Failures across real processes: an agent that dies, and a master killed with SIGKILL mid-run (with
+//! tasks running, and with tasks launched that no agent has answered for yet).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -167,4 +168,49 @@ fn a_master_killed_with_sigkill_comes_back_with_everything_and_no_task_runs_twic
         (tasks_in(&master, "svc", "running").len() == 6).then_some(())
     });
     drop(agents);
+}
+
+#[test]
+fn tasks_launched_but_not_yet_started_survive_a_master_killed_with_sigkill() {
+    let mut master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "60000"]);
+    let agent = Agent::start(&master, "node-1", &["--simulate", "--cpus", "4", "--mem", "4096"]);
+    eventually("the node", Duration::from_secs(30), || (connected_nodes(&master) == 1).then_some(()));
+    // The agent receives the launches but cannot start the tasks or say anything about them: they stay
+    // staging, the state a launch is stored in.
+    agent.freeze();
+    let app = r#"{"id": "web", "instances": 2, "cpus": 0.5, "mem": 64, "cmd": "sleep 3600",
+        "portDefinitions": [{"port": 0}], "container": {"docker": {"image": "web:latest"}}}"#;
+    let (status, body) = master.request("POST", "/v2/apps", app);
+    assert_eq!(status, 201, "{body}");
+    let staging = eventually("two tasks staging", Duration::from_secs(30), || {
+        let tasks = master.tasks("marathon");
+        (tasks.len() == 2 && tasks.iter().all(|t| t["state"] == "staging")).then_some(tasks)
+    });
+    assert!(staging.iter().all(|t| t["ports"].as_array().is_some_and(|p| p.len() == 1)), "{staging:?}");
+
+    master.restart();
+
+    // Back as they were: the same tasks, staging on the same node with the same ports, launched at the
+    // same time.
+    let key = |t: &Value| t["task"].as_str().unwrap().to_string();
+    let mut before = staging.clone();
+    before.sort_by_key(key);
+    let mut after = master.tasks("marathon");
+    after.sort_by_key(key);
+    assert_eq!(after, before);
+
+    // Once the agent runs again and re-registers, the app's two tasks run, once each.
+    agent.thaw();
+    eventually("two tasks running", Duration::from_secs(60), || {
+        let running = tasks_in(&master, "marathon", "running");
+        (running.len() == 2).then_some(())
+    });
+    let agent_running: u64 = master
+        .get("/v1/nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(agent_running, 2, "the agent runs each task once");
 }
