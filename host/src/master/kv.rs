@@ -13,6 +13,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
+use super::state::FastMap;
 use super::writer::Progress;
 use crate::runtime::{KvBackend, KvRefusal};
 use crate::store::Store;
@@ -26,25 +29,37 @@ pub struct FrameworkKv {
     progress: Arc<Progress>,
 }
 
+/// A key as the overlay, the journal and the store batch share it: one allocation per write.
+type Key = Arc<str>;
+
 struct Inner {
-    /// Every key and the size of its value.
+    /// Every key and the size of its value, in order (for listings by prefix).
     sizes: BTreeMap<String, u32>,
     /// Keys plus values, for the quota.
     bytes: u64,
     /// Values not yet known to be in the store (`None`: deleted), with the number of the batch that
     /// carries them ([`UNSENT`] until the journal is taken).
-    overlay: BTreeMap<String, Pending>,
+    overlay: FastMap<Key, Pending>,
     /// Overlay keys in the order their batches were numbered, to drop them once committed.
-    stamped: VecDeque<(u64, String)>,
-    /// Keys written and not yet handed to the store (their values are read from the overlay then).
-    journal: Vec<String>,
-    /// What the keys written by the call in progress were before it, to undo it: their size and their
-    /// overlay entry.
-    undo: Vec<(String, Option<u32>, Option<Pending>)>,
+    stamped: VecDeque<(u64, Key)>,
+    /// Keys written and not yet handed to the store, each once, in the order first written (their
+    /// values are read from the overlay then: an [`UNSENT`] overlay entry is a key in the journal).
+    journal: Vec<Key>,
+    /// What the keys written by the call in progress were before it, to undo it: their size, their
+    /// overlay entry, and whether the write added the key to the journal.
+    undo: Vec<Undo>,
 }
 
-/// A value written and not yet known to be in the store (`None`: deleted), and its batch's number.
-type Pending = (Option<Vec<u8>>, u64);
+struct Undo {
+    key: Key,
+    size: Option<u32>,
+    overlay: Option<Pending>,
+    journaled: bool,
+}
+
+/// A value written and not yet known to be in the store (`None`: deleted), and its batch's number. The
+/// value is shared with the store batch that carries it, not copied.
+type Pending = (Option<Bytes>, u64);
 
 /// The batch number of overlay entries whose write is still in the journal.
 const UNSENT: u64 = u64::MAX;
@@ -70,7 +85,7 @@ impl FrameworkKv {
             inner: Mutex::new(Inner {
                 sizes,
                 bytes,
-                overlay: BTreeMap::new(),
+                overlay: FastMap::default(),
                 stamped: VecDeque::new(),
                 journal: Vec::new(),
                 undo: Vec::new(),
@@ -94,12 +109,13 @@ impl FrameworkKv {
     pub fn rollback_call(&self) {
         let mut inner = self.lock();
         let undo = std::mem::take(&mut inner.undo);
-        let keep = inner.journal.len() - undo.len();
+        // The call's journal entries are the last ones, one per write that added its key.
+        let keep = inner.journal.len() - undo.iter().filter(|u| u.journaled).count();
         inner.journal.truncate(keep);
-        for (key, size_before, overlay_before) in undo.into_iter().rev() {
+        for Undo { key, size: size_before, overlay: overlay_before, .. } in undo.into_iter().rev() {
             let now = match size_before {
-                Some(len) => inner.sizes.insert(key.clone(), len),
-                None => inner.sizes.remove(&key),
+                Some(len) => inner.sizes.insert(key.to_string(), len),
+                None => inner.sizes.remove(&*key),
             };
             if let Some(len) = now {
                 inner.bytes -= size(&key, len as usize);
@@ -115,23 +131,21 @@ impl FrameworkKv {
     }
 
     /// Takes the writes made since the last call to this, for the store batch being built: each key
-    /// written once, with its value now (`None`: deleted).
-    pub fn take_journal(&self) -> Vec<(String, Option<Vec<u8>>)> {
+    /// written once, in the order first written, with its value now (`None`: deleted).
+    pub fn take_journal(&self) -> Vec<(Key, Option<Bytes>)> {
         let batch = self.progress.building();
         let committed = self.progress.committed();
         let mut inner = self.lock();
         inner.undo.clear();
         inner.forget_committed(committed);
-        let mut keys = std::mem::take(&mut inner.journal);
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = std::mem::take(&mut inner.journal);
+        let Inner { overlay, stamped, .. } = &mut *inner;
         keys.into_iter()
             .map(|key| {
-                let entry = inner.overlay.get_mut(&key).expect("a journaled key is in the overlay");
+                let entry = overlay.get_mut(&key).expect("a journaled key is in the overlay");
                 entry.1 = batch;
-                let value = entry.0.clone();
-                inner.stamped.push_back((batch, key.clone()));
-                (key, value)
+                stamped.push_back((batch, key.clone()));
+                (key, entry.0.clone())
             })
             .collect()
     }
@@ -160,9 +174,10 @@ impl FrameworkKv {
     /// Records a write (`None`: a delete) of the call in progress.
     fn write(inner: &mut Inner, key: &str, value: Option<Vec<u8>>) {
         let new_len = value.as_ref().map(|v| v.len() as u32);
-        let size_before = match new_len {
-            Some(len) => inner.sizes.insert(key.to_string(), len),
-            None => inner.sizes.remove(key),
+        let size_before = match (new_len, inner.sizes.get_mut(key)) {
+            (Some(len), Some(held)) => Some(std::mem::replace(held, len)),
+            (Some(len), None) => inner.sizes.insert(key.to_string(), len),
+            (None, _) => inner.sizes.remove(key),
         };
         if let Some(len) = size_before {
             inner.bytes -= size(key, len as usize);
@@ -170,9 +185,14 @@ impl FrameworkKv {
         if let Some(len) = new_len {
             inner.bytes += size(key, len as usize);
         }
-        let overlay_before = inner.overlay.insert(key.to_string(), (value, UNSENT));
-        inner.undo.push((key.to_string(), size_before, overlay_before));
-        inner.journal.push(key.to_string());
+        let key: Key = key.into();
+        let overlay_before = inner.overlay.insert(key.clone(), (value.map(Bytes::from), UNSENT));
+        // Written earlier and not handed over yet: the key is in the journal already.
+        let journaled = !overlay_before.as_ref().is_some_and(|(_, batch)| *batch == UNSENT);
+        if journaled {
+            inner.journal.push(key.clone());
+        }
+        inner.undo.push(Undo { key, size: size_before, overlay: overlay_before, journaled });
     }
 }
 
@@ -196,7 +216,7 @@ impl KvBackend for FrameworkKv {
         {
             let inner = self.lock();
             if let Some((value, _)) = inner.overlay.get(key) {
-                return value.clone();
+                return value.as_ref().map(|v| v.to_vec());
             }
             if !inner.sizes.contains_key(key) {
                 return None;
@@ -313,13 +333,24 @@ mod tests {
         assert_eq!(kv.keys("app/"), vec!["app/x".to_string(), "app/y".to_string()]);
         kv.put("app/x", b"2".to_vec()).unwrap();
         let journal = kv.take_journal();
-        let expected: Vec<(String, Option<Vec<u8>>)> = vec![
+        let expected: Vec<(Key, Option<Bytes>)> = vec![
+            ("app/x".into(), Some(Bytes::from_static(b"2"))),
+            ("app/y".into(), Some(Bytes::from_static(b"1"))),
             ("a".into(), None),
-            ("app/x".into(), Some(b"2".to_vec())),
-            ("app/y".into(), Some(b"1".to_vec())),
         ];
-        assert_eq!(journal, expected, "each key once, with its last value");
+        assert_eq!(journal, expected, "each key once, in the order first written, with its last value");
         assert!(kv.take_journal().is_empty());
+
+        // A call whose journal was not taken (the instance was made anew, say), then a failed call that
+        // wrote the same key again and a new one: the first call's write stays journaled, once.
+        kv.begin_call();
+        kv.put("c", b"1".to_vec()).unwrap();
+        kv.begin_call();
+        kv.put("c", b"2".to_vec()).unwrap();
+        kv.put("d", b"1".to_vec()).unwrap();
+        kv.rollback_call();
+        assert_eq!(kv.get("c"), Some(b"1".to_vec()));
+        assert_eq!(kv.take_journal(), vec![("c".into(), Some(Bytes::from_static(b"1")))]);
     }
 
     #[test]
@@ -376,7 +407,7 @@ mod tests {
     fn loaded_data_counts_against_the_quota_and_reads_from_the_store() {
         let setup = Setup::new();
         let mut batch = Batch::default();
-        batch.kv("fw", "a".into(), Some(b"12345".to_vec()));
+        batch.kv("fw", "a".into(), Some(Bytes::from_static(b"12345")));
         setup.store.commit(&batch).unwrap();
         let kv = setup.kv(BTreeMap::from([("a".into(), b"12345".to_vec())]), 1_000);
         assert_eq!(kv.bytes(), 6);

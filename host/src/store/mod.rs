@@ -10,6 +10,9 @@ mod records;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use cap_std::fs::Dir;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -76,7 +79,8 @@ enum Op {
     /// Encoded when committed (on the writer thread), and only if no later status of the task in the
     /// same batch replaced it.
     Status(String, String, Option<Box<StatusRecord>>),
-    Kv(String, String, Option<Vec<u8>>),
+    /// The key and value shared with the framework's overlay (`master/kv.rs`), not copied.
+    Kv(String, Arc<str>, Option<Bytes>),
     ClearKv(String),
     Filter(String, String, Option<u64>),
     Agent(String, Option<Vec<u8>>),
@@ -212,7 +216,7 @@ impl Batch {
     }
 
     /// Sets (`Some`) or removes (`None`) a framework's key.
-    pub fn kv(&mut self, framework: &str, key: String, value: Option<Vec<u8>>) {
+    pub fn kv(&mut self, framework: &str, key: Arc<str>, value: Option<Bytes>) {
         self.push(Op::Kv(framework.into(), key, value));
     }
 
@@ -354,8 +358,8 @@ impl Store {
                         drop(statuses.insert((f.as_str(), t.as_str()), json(record).as_slice())?)
                     }
                     Op::Status(f, t, None) => drop(statuses.remove((f.as_str(), t.as_str()))?),
-                    Op::Kv(f, k, Some(v)) => drop(kv.insert((f.as_str(), k.as_str()), v.as_slice())?),
-                    Op::Kv(f, k, None) => drop(kv.remove((f.as_str(), k.as_str()))?),
+                    Op::Kv(f, k, Some(v)) => drop(kv.insert((f.as_str(), &**k), &**v)?),
+                    Op::Kv(f, k, None) => drop(kv.remove((f.as_str(), &**k))?),
                     Op::ClearKv(f) => {
                         let mut keys = Vec::new();
                         for entry in kv.range((f.as_str(), "")..)? {
@@ -470,9 +474,9 @@ mod tests {
                 bundled: false,
             },
         );
-        batch.kv("fw", "a".into(), Some(b"1".to_vec()));
-        batch.kv("fw", "b".into(), Some(b"2".to_vec()));
-        batch.kv("other", "a".into(), Some(b"3".to_vec()));
+        batch.kv("fw", "a".into(), Some(Bytes::from_static(b"1")));
+        batch.kv("fw", "b".into(), Some(Bytes::from_static(b"2")));
+        batch.kv("other", "a".into(), Some(Bytes::from_static(b"3")));
         batch.filter("fw", "agent-1", Some(99));
         store.commit(&batch).unwrap();
 
@@ -536,13 +540,13 @@ mod tests {
         batch.put_status("fw", "t2", status("t2", TaskState::Staging, true));
         batch.put_status("fw", "t1", status("t1", TaskState::Running, false));
         batch.put_status("fw", "t1", status("t1", TaskState::Running, true));
-        batch.kv("fw", "k".into(), Some(b"1".to_vec()));
-        batch.kv("fw", "k".into(), Some(b"2".to_vec()));
+        batch.kv("fw", "k".into(), Some(Bytes::from_static(b"1")));
+        batch.kv("fw", "k".into(), Some(Bytes::from_static(b"2")));
         // Cleared then written again: the write after the clear stays.
         batch.delete_framework("gone");
-        batch.kv("gone", "k".into(), Some(b"3".to_vec()));
+        batch.kv("gone", "k".into(), Some(Bytes::from_static(b"3")));
         batch.delete_framework("gone");
-        batch.kv("gone", "k".into(), Some(b"4".to_vec()));
+        batch.kv("gone", "k".into(), Some(Bytes::from_static(b"4")));
         // t1's four statuses, fw/k's two values and gone/k's two values each became one write: two
         // tasks, two statuses, two values, and the two clears of `gone` (two writes each).
         assert_eq!(batch.len(), 10);
@@ -586,18 +590,18 @@ mod tests {
             first.put_task("fw", "t1", record("agent-1"));
             first.put_status("fw", "t1", status("t1", TaskState::Staging, true));
             first.put_task("fw", "t2", record("agent-1"));
-            first.kv("fw", "k".into(), Some(b"1".to_vec()));
-            first.kv("gone", "a".into(), Some(b"1".to_vec()));
+            first.kv("fw", "k".into(), Some(Bytes::from_static(b"1")));
+            first.kv("gone", "a".into(), Some(Bytes::from_static(b"1")));
             first.filter("fw", "agent-1", Some(9));
             let mut second = Batch::default();
             second.put_status("fw", "t1", status("t1", TaskState::Starting, false));
             second.put_status("fw", "t1", status("t1", TaskState::Running, false));
             second.delete_task("fw", "t2");
-            second.kv("fw", "k".into(), Some(b"2".to_vec()));
+            second.kv("fw", "k".into(), Some(Bytes::from_static(b"2")));
             second.delete_framework("gone");
             let mut third = Batch::default();
             third.put_status("fw", "t1", status("t1", TaskState::Running, true));
-            third.kv("gone", "b".into(), Some(b"3".to_vec()));
+            third.kv("gone", "b".into(), Some(Bytes::from_static(b"3")));
             third.put_task("fw", "t2", record("agent-2"));
             [first, second, third]
         };
