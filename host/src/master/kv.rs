@@ -188,7 +188,7 @@ impl FrameworkKv {
         let key: Key = key.into();
         let overlay_before = inner.overlay.insert(key.clone(), (value.map(Bytes::from), UNSENT));
         // Written earlier and not handed over yet: the key is in the journal already.
-        let journaled = !overlay_before.as_ref().is_some_and(|(_, batch)| *batch == UNSENT);
+        let journaled = overlay_before.as_ref().is_none_or(|(_, batch)| *batch != UNSENT);
         if journaled {
             inner.journal.push(key.clone());
         }
