@@ -22,6 +22,17 @@ fn connected_nodes(master: &Master) -> usize {
         .count()
 }
 
+/// The tasks the agents say they run, over all nodes.
+fn agents_running_tasks(master: &Master) -> u64 {
+    master
+        .get("/v1/nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
+        .sum()
+}
+
 #[test]
 fn a_killed_agents_tasks_become_lost_and_are_relaunched_on_the_others() {
     let master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "3000"]);
@@ -152,13 +163,7 @@ fn a_master_killed_with_sigkill_comes_back_with_everything_and_no_task_runs_twic
     });
     let all: Vec<Value> = master.tasks("svc");
     assert_eq!(all.len(), 4, "no task was launched again: {all:?}");
-    let agent_running: u64 = master
-        .get("/v1/nodes")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
-        .sum();
+    let agent_running = agents_running_tasks(&master);
     assert_eq!(agent_running, 4, "the agents run each task once");
 
     // Cycles resume: scaling up launches more.
@@ -205,12 +210,6 @@ fn tasks_launched_but_not_yet_started_survive_a_master_killed_with_sigkill() {
         let running = tasks_in(&master, "marathon", "running");
         (running.len() == 2).then_some(())
     });
-    let agent_running: u64 = master
-        .get("/v1/nodes")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
-        .sum();
+    let agent_running = agents_running_tasks(&master);
     assert_eq!(agent_running, 2, "the agent runs each task once");
 }

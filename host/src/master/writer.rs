@@ -77,16 +77,12 @@ impl Writer {
         let progress = Arc::new(Progress::default());
         let committed = progress.clone();
         let thread = std::thread::Builder::new().name("berth-store".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
+            for Commit { mut batch, mut outbox, mut replies } in &rx {
                 // The batches that queued up while the last commit ran go into one transaction with this
                 // one: one fsync and one rewrite of each B-tree's path for all of them, and a key written
                 // in several (a task's STARTING, then its RUNNING) written once.
-                let mut group = vec![first];
-                group.extend(rx.try_iter());
-                let mut commits = group.into_iter();
-                let Commit { mut batch, mut outbox, mut replies } = commits.next().expect("one at least");
                 let mut count = 1;
-                for later in commits {
+                for later in rx.try_iter() {
                     batch.append(later.batch);
                     outbox.extend(later.outbox);
                     replies.extend(later.replies);
