@@ -31,12 +31,8 @@ impl Master {
         };
         let (mut status, delivered, update_uuid) = match status {
             Some(s) => (s.status, s.delivered, s.update_uuid),
-            // Launched and no update since: the status `launch_task` made.
-            None => {
-                let mut staging = self.blank_status(&task_id, TaskState::Staging, None, String::new());
-                staging.timestamp_ms = record.launched_at_ms;
-                (staging, true, String::new())
-            }
+            // Launched and no update since (`launch_task` writes no status).
+            None => (self.launched_status(&task_id, record.launched_at_ms), true, String::new()),
         };
         status.node = Some(node);
         status.hostname = self.nodes.get(&node).map(|n| n.hostname.clone());
@@ -102,8 +98,7 @@ impl Master {
         let name = self.frameworks[&framework].name.clone();
         let agent_id = self.nodes[&node].agent_id.clone();
         let now_ms = unix_ms();
-        let mut status = self.blank_status(&spec.id, TaskState::Staging, None, String::new());
-        status.timestamp_ms = now_ms;
+        let mut status = self.launched_status(&spec.id, now_ms);
         status.node = Some(node);
         status.hostname = Some(self.nodes[&node].hostname.clone());
         status.ports = spec.resources.ports.clone();
@@ -134,6 +129,14 @@ impl Master {
             },
         );
         self.send_to_node(node, message);
+    }
+
+    /// The STAGING status of a task launched at `launched_at_ms`, as the launch makes it and as a task
+    /// stored without a status is restored (without its node, hostname and ports).
+    fn launched_status(&self, task_id: &str, launched_at_ms: u64) -> TaskStatus {
+        let mut status = self.blank_status(task_id, TaskState::Staging, None, String::new());
+        status.timestamp_ms = launched_at_ms;
+        status
     }
 
     /// A status with nothing but an id, a state, a reason and a message.

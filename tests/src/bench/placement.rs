@@ -6,7 +6,7 @@
 //! A task's latency runs from the POST of its app to the task's RUNNING status (the agent's timestamp,
 //! which the framework reports as `startedAt`); the throughput is all tasks over the time from the first
 //! POST to the last RUNNING. The master's memory is read from `/proc` once every task runs, and so is the
-//! CPU time its threads used since the first POST.
+//! CPU time its threads used since just before the first POST.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -49,9 +49,10 @@ pub struct Placed {
     pub cycle_p50_ms: f64,
     pub cycle_p99_ms: f64,
     pub cycles: u64,
-    /// CPU time from the first POST to the last RUNNING: the master's thread (plugins, offer cycles,
-    /// launch checks, status handling) and the whole process (with the store writer, the HTTP API and the
-    /// simulated agents, which share it).
+    /// CPU time from just before the first POST until every task is seen running (so including the
+    /// API's answers to the polls of `/v2/apps`, every 200 ms): the master's thread (plugins, offer
+    /// cycles, launch checks, status handling) and the whole process (with the store writer, the HTTP API
+    /// and the simulated agents, which share it).
     pub master_cpu: Duration,
     pub process_cpu: Duration,
     /// The same by thread name, largest first.
