@@ -1,6 +1,6 @@
 //! berth's benchmark suite: every figure of DESIGN.md's performance budget, measured against the real parts
 //! and printed as one table with its target and its anchor (what the peers measured), then written to
-//! `bench-results.md` at the workspace root.
+//! `bench-results.md` at the workspace root (a run of some parts only: `bench-results-<parts>.md`).
 //!
 //! `cargo bench -p berth-tests --bench suite [-- PART...]` where PART is `allocation`, `hotswap`,
 //! `placement` or `docker` (default: all; `docker` needs the engine). It builds the release `berth` first,
@@ -72,9 +72,17 @@ fn main() {
         rows.extend(docker_rows());
     }
 
+    // A run of some parts writes a file of its own, so that it never replaces a full run's table.
+    let full = PARTS.iter().all(|p| wants(p));
     let mut out = String::new();
     let _ = writeln!(out, "Machine: {}", machine());
-    let _ = writeln!(out, "Command: `cargo bench -p berth-tests --bench suite -- {}`\n", parts.join(" "));
+    let _ = writeln!(out, "Source: {}", source_revision());
+    let _ = writeln!(out, "Command: `cargo bench -p berth-tests --bench suite -- {}`", parts.join(" "));
+    if !full {
+        let _ =
+            writeln!(out, "\nA partial run: only {}. A full run has no `--` arguments.", parts.join(", "));
+    }
+    out.push('\n');
     let _ = writeln!(out, "| figure | berth | target | met | anchor |");
     let _ = writeln!(out, "|---|---:|---|:-:|---|");
     for r in &rows {
@@ -86,7 +94,9 @@ fn main() {
         let _ = writeln!(out, "| {} | {} | {} | {met} | {} |", r.figure, r.value, r.target, r.anchor);
     }
     println!("\n{out}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.md");
+    let file =
+        if full { "bench-results.md".to_string() } else { format!("bench-results-{}.md", parts.join("-")) };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
     match std::fs::write(&path, &out) {
         Ok(()) => eprintln!("written to {}", path.display()),
         Err(e) => eprintln!("could not write {}: {e}", path.display()),
@@ -286,6 +296,24 @@ fn machine() -> String {
         output("rustc", &["--version"]),
         output("docker", &["version", "--format", "{{.Server.Version}}"]),
     )
+}
+
+/// The commit measured, `-modified` if the working tree differs from it (as `git describe --dirty` marks).
+fn source_revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
+        (Some(commit), Some(changes)) if changes.is_empty() => format!("commit {commit}"),
+        (Some(commit), Some(_)) => format!("commit {commit}-modified (uncommitted changes)"),
+        _ => "unknown (not a git checkout)".to_string(),
+    }
 }
 
 /// Builds the release `berth` and points the harness at it, so one command measures the current source.
