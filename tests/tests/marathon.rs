@@ -239,10 +239,18 @@ fn hot_swapping_the_marathon_plugin_mid_deployment_lets_the_deployment_complete(
         "healthChecks": [{"protocol": "HTTP", "portIndex": 0, "gracePeriodSeconds": 10, "intervalSeconds": 1,
                           "timeoutSeconds": 1, "maxConsecutiveFailures": 5}],
     });
+    // Uploaded (compiled) before the deployment starts and activated during it: compiling takes seconds on
+    // a loaded machine, long enough for the deployment to finish first if the swap compiled in between.
+    let uploaded = master.json(&["plugin", "swap", "marathon", guests::MARATHON_REBUILT, "--inactive"]);
+    assert_eq!(
+        (uploaded["version"].as_u64(), uploaded["active"].as_bool()),
+        (Some(2), Some(false)),
+        "{uploaded}"
+    );
     assert_eq!(master.request("POST", "/v2/apps", &definition.to_string()).0, 201);
     assert_eq!(deployments(&master).len(), 1, "the deployment is under way");
 
-    let swapped = master.json(&["plugin", "swap", "marathon", guests::MARATHON_REBUILT]);
+    let swapped = master.json(&["plugin", "activate", "marathon", "2"]);
     assert_eq!(swapped["version"], 2);
     assert_eq!(swapped["active"], true);
     assert!(!deployments(&master).is_empty(), "the swap happened mid-deployment");
