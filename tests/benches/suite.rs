@@ -56,6 +56,8 @@ fn main() {
         parts = PARTS.iter().map(|p| p.to_string()).collect();
     }
     let wants = |part: &str| parts.iter().any(|p| p == part);
+    // Read before the run, which can take minutes: the tree may change meanwhile.
+    let source = source_revision();
     build_berth();
 
     let mut rows = Vec::new();
@@ -76,7 +78,7 @@ fn main() {
     let full = PARTS.iter().all(|p| wants(p));
     let mut out = String::new();
     let _ = writeln!(out, "Machine: {}", machine());
-    let _ = writeln!(out, "Source: {}", source_revision());
+    let _ = writeln!(out, "Source: {source}");
     let _ = writeln!(out, "Command: `cargo bench -p berth-tests --bench suite -- {}`", parts.join(" "));
     if !full {
         let _ =
@@ -298,8 +300,10 @@ fn machine() -> String {
     )
 }
 
-/// The commit measured, `-modified` if the working tree differs from it (as `git describe --dirty` marks).
+/// The commit measured, `-modified` if the working tree differs from it (as `git describe --dirty` marks),
+/// and the binary if `BERTH_BIN` named one (which need not be built from that source).
 fn source_revision() -> String {
+    let binary = std::env::var("BERTH_BIN").map_or(String::new(), |b| format!("; berth: BERTH_BIN={b}"));
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -309,11 +313,15 @@ fn source_revision() -> String {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
+    let tree = match (
+        git(&["rev-parse", "--short", "HEAD"]),
+        git(&["status", "--porcelain", "--untracked-files=no"]),
+    ) {
         (Some(commit), Some(changes)) if changes.is_empty() => format!("commit {commit}"),
         (Some(commit), Some(_)) => format!("commit {commit}-modified (uncommitted changes)"),
         _ => "unknown (not a git checkout)".to_string(),
-    }
+    };
+    tree + &binary
 }
 
 /// Builds the release `berth` and points the harness at it, so one command measures the current source.
