@@ -283,15 +283,8 @@ fn machine() -> String {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let output = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("{cmd}: unavailable"))
-    };
+    let output =
+        |cmd: &str, args: &[&str]| stdout_of(cmd, args).unwrap_or_else(|| format!("{cmd}: unavailable"));
     format!(
         "{cpus} × {model}, {mem_gib:.0} GiB, Linux {}, {}, Docker Engine {}",
         output("uname", &["-r"]),
@@ -300,28 +293,22 @@ fn machine() -> String {
     )
 }
 
-/// The commit measured, `-modified` if the working tree differs from it (as `git describe --dirty` marks),
-/// and the binary if `BERTH_BIN` named one (which need not be built from that source).
+/// What a command printed, trimmed; None if it could not run, failed or printed nothing.
+fn stdout_of(cmd: &str, args: &[&str]) -> Option<String> {
+    let o = std::process::Command::new(cmd).args(args).output().ok().filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// The commit measured, `-modified` if tracked files differ from it, and the binary if `BERTH_BIN` named
+/// one (which need not be built from that source).
 fn source_revision() -> String {
-    let binary = std::env::var("BERTH_BIN").map_or(String::new(), |b| format!("; berth: BERTH_BIN={b}"));
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let tree = match (
-        git(&["rev-parse", "--short", "HEAD"]),
-        git(&["status", "--porcelain", "--untracked-files=no"]),
-    ) {
-        (Some(commit), Some(changes)) if changes.is_empty() => format!("commit {commit}"),
-        (Some(commit), Some(_)) => format!("commit {commit}-modified (uncommitted changes)"),
-        _ => "unknown (not a git checkout)".to_string(),
-    };
-    tree + &binary
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let tree = stdout_of("git", &["-C", dir, "describe", "--always", "--dirty=-modified"])
+        .map_or("unknown (not a git checkout)".to_string(), |c| format!("commit {c}"));
+    match std::env::var("BERTH_BIN") {
+        Ok(binary) => format!("{tree}; berth: BERTH_BIN={binary}"),
+        Err(_) => tree,
+    }
 }
 
 /// Builds the release `berth` and points the harness at it, so one command measures the current source.
