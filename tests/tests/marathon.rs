@@ -95,6 +95,17 @@ fn the_developers_md_app_runs_on_docker_after_a_post_to_v2_apps() {
     let agent = master.local_agent_id().unwrap();
     let containers = docker::containers(&[&format!("berth.agent={agent}"), "berth.framework=marathon"]);
     assert_eq!(containers.len(), 1, "{containers:?}");
+    // Marathon's environment: the agent's standard variables and the framework's own.
+    let env: Vec<String> =
+        serde_json::from_value(docker::inspect(&containers[0])["Config"]["Env"].clone()).unwrap();
+    let has = |var: String| assert!(env.contains(&var), "{var} is not in {env:?}");
+    has(format!("PORT0={port}"));
+    has(format!("PORT={port}"));
+    has(format!("PORTS={port}"));
+    has(format!("HOST={}", task["host"].as_str().unwrap()));
+    has(format!("MESOS_TASK_ID={}", task["id"].as_str().unwrap()));
+    has("MARATHON_APP_ID=/my-app".into());
+    has(format!("MARATHON_APP_VERSION={}", task["version"].as_str().unwrap()));
     eventually("the deployment to finish", Duration::from_secs(30), || {
         deployments(&master).is_empty().then_some(())
     });

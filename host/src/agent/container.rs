@@ -75,9 +75,27 @@ pub fn probe_addresses(task: &pb::TaskSpec, container_ip: Option<IpAddr>) -> Vec
         .collect()
 }
 
+/// The variables every task finds in its environment, as a Mesos agent and Marathon set them: `HOST` (the
+/// node's hostname), `PORT0`, `PORT1`, … (its host ports, in the order its resources list them), `PORT`
+/// (the first), `PORTS` (all, comma-separated) and `MESOS_TASK_ID`. The agent sets them so that frameworks
+/// need not send them with every task; a variable the task's own `env` sets is left as the task set it.
+fn standard_env(hostname: &str, task: &pb::TaskSpec) -> Vec<(String, String)> {
+    let ports: Vec<u32> =
+        task.resources.iter().flat_map(|r| r.ports.iter()).flat_map(|p| p.begin..=p.end).collect();
+    let mut env = Vec::with_capacity(ports.len() + 4);
+    env.push(("HOST".to_string(), hostname.to_string()));
+    env.extend(ports.iter().enumerate().map(|(i, p)| (format!("PORT{i}"), p.to_string())));
+    if let Some(first) = ports.first() {
+        env.push(("PORT".into(), first.to_string()));
+    }
+    env.push(("PORTS".into(), ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+    env.push(("MESOS_TASK_ID".into(), task.id.clone()));
+    env
+}
+
 /// The engine's container configuration for `task`, or why it cannot run here.
 pub fn config(
-    agent_id: &str,
+    (agent_id, hostname): (&str, &str),
     framework: &str,
     task: &pb::TaskSpec,
     policy: Policy,
@@ -116,6 +134,14 @@ pub fn config(
         }
         None => (explicit_entrypoint, (!container.args.is_empty()).then(|| container.args.clone())),
     };
+
+    let own: std::collections::HashSet<&str> = container.env.iter().map(|kv| kv.key.as_str()).collect();
+    let env: Vec<String> = standard_env(hostname, task)
+        .into_iter()
+        .filter(|(key, _)| !own.contains(key.as_str()))
+        .map(|(key, value)| format!("{key}={value}"))
+        .chain(container.env.iter().map(|kv| format!("{}={}", kv.key, kv.value)))
+        .collect();
 
     let mode = container.network.as_ref().map(|n| n.mode()).unwrap_or(pb::network::Mode::Bridge);
     let network_mode = match mode {
@@ -172,7 +198,7 @@ pub fn config(
         image: Some(container.image.clone()),
         entrypoint,
         cmd,
-        env: Some(container.env.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect()),
+        env: Some(env),
         labels: Some(labels),
         working_dir: container.working_dir.clone(),
         user: container.user.clone(),
@@ -221,7 +247,7 @@ mod tests {
 
     #[test]
     fn limits_labels_command_and_ports() {
-        let c = config("agent-1", "marathon", &task(), Policy::default()).unwrap();
+        let c = config(("agent-1", "node-1"), "marathon", &task(), Policy::default()).unwrap();
         let h = c.host_config.as_ref().unwrap();
         assert_eq!((h.cpu_period, h.cpu_quota, h.cpu_shares), (Some(100_000), Some(50_000), Some(512)));
         assert_eq!((h.memory, h.memory_swap), (Some(64 << 20), Some(64 << 20)));
@@ -246,11 +272,46 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_sets_the_standard_environment_unless_the_task_sets_it() {
+        let env =
+            |t: &pb::TaskSpec| config(("agent-1", "node-1"), "f", t, Policy::default()).unwrap().env.unwrap();
+        assert_eq!(
+            env(&task()),
+            ["HOST=node-1", "PORT0=31000", "PORT=31000", "PORTS=31000", "MESOS_TASK_ID=web.1", "A=1"]
+        );
+
+        // Ports in the order the task lists them, ranges expanded; the task's own values win.
+        let mut t = task();
+        t.resources.as_mut().unwrap().ports =
+            vec![pb::PortRange { begin: 31005, end: 31005 }, pb::PortRange { begin: 31000, end: 31001 }];
+        t.container.as_mut().unwrap().env.push(pb::KeyValue { key: "HOST".into(), value: "mine".into() });
+        assert_eq!(
+            env(&t),
+            [
+                "PORT0=31005",
+                "PORT1=31000",
+                "PORT2=31001",
+                "PORT=31005",
+                "PORTS=31005,31000,31001",
+                "MESOS_TASK_ID=web.1",
+                "A=1",
+                "HOST=mine"
+            ]
+        );
+
+        // No ports: an empty PORTS and no PORT.
+        t.resources = None;
+        assert_eq!(env(&t), ["PORTS=", "MESOS_TASK_ID=web.1", "A=1", "HOST=mine"]);
+    }
+
+    #[test]
     fn privileged_and_mounts_need_the_agent_to_allow_them() {
         let mut t = task();
         t.container.as_mut().unwrap().privileged = true;
-        assert!(config("a", "f", &t, Policy::default()).unwrap_err().contains("privileged"));
-        assert!(config("a", "f", &t, Policy { allow_privileged: true, allow_host_mounts: false }).is_ok());
+        assert!(config(("a", "h"), "f", &t, Policy::default()).unwrap_err().contains("privileged"));
+        assert!(
+            config(("a", "h"), "f", &t, Policy { allow_privileged: true, allow_host_mounts: false }).is_ok()
+        );
     }
 
     #[test]
@@ -259,7 +320,7 @@ mod tests {
         t.container.as_mut().unwrap().network =
             Some(pb::Network { mode: pb::network::Mode::Host as i32, user_network: String::new() });
         assert_eq!(probe_addresses(&t, None), vec![SocketAddr::from(([127, 0, 0, 1], 31000))]);
-        let c = config("a", "f", &t, Policy::default()).unwrap();
+        let c = config(("a", "h"), "f", &t, Policy::default()).unwrap();
         assert!(c.host_config.unwrap().port_bindings.is_none());
     }
 }

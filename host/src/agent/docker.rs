@@ -454,8 +454,9 @@ impl Inner {
         task: &pb::TaskSpec,
     ) -> Result<(), (pb::TaskReason, String)> {
         let key = (framework.to_string(), task.id.clone());
-        let config = container::config(&self.agent_id, framework, task, self.options.policy)
-            .map_err(|m| (pb::TaskReason::ContainerLaunchFailed, m))?;
+        let config =
+            container::config((&self.agent_id, &self.hostname), framework, task, self.options.policy)
+                .map_err(|m| (pb::TaskReason::ContainerLaunchFailed, m))?;
         let image = config.image.clone().unwrap_or_default();
         let force = task.container.as_ref().is_some_and(|c| c.force_pull);
         if force || self.docker.inspect_image(&image).await.is_err() {

@@ -336,7 +336,7 @@ impl Marathon {
         let seq = self.state.meta.seq + 1;
         let id = format!("{}.{:x}-{:x}", app_id.trim_start_matches('/').replace('/', "_"), self.now_ms, seq);
         let version = a.config_version.clone();
-        let spec = task_spec(app, &id, &version, &offer.hostname, &ports);
+        let spec = task_spec(app, &id, &version, &ports);
         let has_health_checks = !app.health_checks.is_empty();
         self.state.next_seq();
         // Interned here too, so a launch does not allocate names only to drop them in `insert_task`.
@@ -672,22 +672,15 @@ fn take_ports(free: &mut Vec<PortRange>, wanted: &[u16]) -> Option<Vec<u16>> {
     Some(out)
 }
 
-/// The task spec for one task of `app` on `host` with these host ports.
-fn task_spec(app: &App, id: &str, version: &str, host: &str, ports: &[u16]) -> TaskSpec {
-    let mut env: Vec<KeyValue> =
-        app.env.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect();
-    let mut add = |k: String, v: String| env.push(KeyValue { key: k, value: v });
-    for (i, p) in ports.iter().enumerate() {
-        add(format!("PORT{i}"), p.to_string());
-    }
-    if let Some(first) = ports.first() {
-        add("PORT".into(), first.to_string());
-    }
-    add("PORTS".into(), ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
-    add("HOST".into(), host.into());
-    add("MARATHON_APP_ID".into(), app.id.clone());
-    add("MARATHON_APP_VERSION".into(), version.into());
-    add("MESOS_TASK_ID".into(), id.into());
+/// The task spec for one task of `app` with these host ports. Its environment is the app's and Marathon's
+/// own `MARATHON_APP_ID` and `MARATHON_APP_VERSION`; the agent adds `HOST`, `PORT0`…, `PORT`, `PORTS` and
+/// `MESOS_TASK_ID` (from the task's ports, in the order given here), so they do not cross the ABI with
+/// every task.
+fn task_spec(app: &App, id: &str, version: &str, ports: &[u16]) -> TaskSpec {
+    let mut env: Vec<KeyValue> = Vec::with_capacity(app.env.len() + 2);
+    env.extend(app.env.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }));
+    env.push(KeyValue { key: "MARATHON_APP_ID".into(), value: app.id.clone() });
+    env.push(KeyValue { key: "MARATHON_APP_VERSION".into(), value: version.into() });
     let network = match &app.network {
         NetworkMode::Host => Network::Host,
         NetworkMode::Bridge => Network::Bridge,
