@@ -56,11 +56,7 @@ pub fn probe_addresses(task: &pb::TaskSpec, container_ip: Option<IpAddr>) -> Vec
     let mode = container.network.as_ref().map(|n| n.mode()).unwrap_or(pb::network::Mode::Bridge);
     let loopback = IpAddr::from([127, 0, 0, 1]);
     if mode == pb::network::Mode::Host {
-        return task
-            .resources
-            .iter()
-            .flat_map(|r| r.ports.iter())
-            .flat_map(|p| p.begin..=p.end)
+        return host_ports(task)
             .filter_map(|p| u16::try_from(p).ok())
             .map(|p| SocketAddr::new(loopback, p))
             .collect();
@@ -75,21 +71,34 @@ pub fn probe_addresses(task: &pb::TaskSpec, container_ip: Option<IpAddr>) -> Vec
         .collect()
 }
 
-/// The variables every task finds in its environment, as a Mesos agent and Marathon set them: `HOST` (the
-/// node's hostname), `PORT0`, `PORT1`, … (its host ports, in the order its resources list them), `PORT`
-/// (the first), `PORTS` (all, comma-separated) and `MESOS_TASK_ID`. The agent sets them so that frameworks
-/// need not send them with every task; a variable the task's own `env` sets is left as the task set it.
-fn standard_env(hostname: &str, task: &pb::TaskSpec) -> Vec<(String, String)> {
-    let ports: Vec<u32> =
-        task.resources.iter().flat_map(|r| r.ports.iter()).flat_map(|p| p.begin..=p.end).collect();
-    let mut env = Vec::with_capacity(ports.len() + 4);
-    env.push(("HOST".to_string(), hostname.to_string()));
-    env.extend(ports.iter().enumerate().map(|(i, p)| (format!("PORT{i}"), p.to_string())));
-    if let Some(first) = ports.first() {
-        env.push(("PORT".into(), first.to_string()));
+/// The task's host ports, one by one, in the order its resources list them.
+fn host_ports(task: &pb::TaskSpec) -> impl Iterator<Item = u32> + '_ {
+    task.resources.iter().flat_map(|r| r.ports.iter()).flat_map(|p| p.begin..=p.end)
+}
+
+/// The task's environment for the engine: the variables every task finds, as a Mesos agent and Marathon set
+/// them, then the task's own. The standard ones are `HOST` (the node's hostname), `PORT0`, `PORT1`, … (its
+/// host ports, in the order its resources list them), `PORT` (the first), `PORTS` (all, comma-separated)
+/// and `MESOS_TASK_ID`; the agent sets them so that frameworks need not send them with every task, and
+/// leaves out any the task's own `env` sets.
+fn environment(hostname: &str, task: &pb::TaskSpec, own: &[pb::KeyValue]) -> Vec<String> {
+    let ports: Vec<u32> = host_ports(task).collect();
+    let mut env = Vec::with_capacity(ports.len() + 4 + own.len());
+    let mut standard = |key: &str, value: &str| {
+        if !own.iter().any(|kv| kv.key == key) {
+            env.push(format!("{key}={value}"));
+        }
+    };
+    standard("HOST", hostname);
+    for (i, port) in ports.iter().enumerate() {
+        standard(&format!("PORT{i}"), &port.to_string());
     }
-    env.push(("PORTS".into(), ports.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
-    env.push(("MESOS_TASK_ID".into(), task.id.clone()));
+    if let Some(first) = ports.first() {
+        standard("PORT", &first.to_string());
+    }
+    standard("PORTS", &ports.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    standard("MESOS_TASK_ID", &task.id);
+    env.extend(own.iter().map(|kv| format!("{}={}", kv.key, kv.value)));
     env
 }
 
@@ -134,14 +143,6 @@ pub fn config(
         }
         None => (explicit_entrypoint, (!container.args.is_empty()).then(|| container.args.clone())),
     };
-
-    let own: std::collections::HashSet<&str> = container.env.iter().map(|kv| kv.key.as_str()).collect();
-    let env: Vec<String> = standard_env(hostname, task)
-        .into_iter()
-        .filter(|(key, _)| !own.contains(key.as_str()))
-        .map(|(key, value)| format!("{key}={value}"))
-        .chain(container.env.iter().map(|kv| format!("{}={}", kv.key, kv.value)))
-        .collect();
 
     let mode = container.network.as_ref().map(|n| n.mode()).unwrap_or(pb::network::Mode::Bridge);
     let network_mode = match mode {
@@ -198,7 +199,7 @@ pub fn config(
         image: Some(container.image.clone()),
         entrypoint,
         cmd,
-        env: Some(env),
+        env: Some(environment(hostname, task, &container.env)),
         labels: Some(labels),
         working_dir: container.working_dir.clone(),
         user: container.user.clone(),
