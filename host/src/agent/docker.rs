@@ -447,7 +447,11 @@ impl Inner {
         }
     }
 
-    /// Starts a task: pull if needed, create, start. Errors carry the reason the task failed with.
+    /// Starts a task: create (pulling the image when the engine lacks it or the task forces a pull),
+    /// start. Errors carry the reason the task failed with.
+    ///
+    /// As `docker run` does, the image is pulled only when `create` answers that it is missing, so a launch
+    /// of a present image makes two engine calls, not three.
     async fn start(
         self: &Arc<Self>,
         framework: &str,
@@ -458,26 +462,35 @@ impl Inner {
             container::config((&self.agent_id, &self.hostname), framework, task, self.options.policy)
                 .map_err(|m| (pb::TaskReason::ContainerLaunchFailed, m))?;
         let image = config.image.clone().unwrap_or_default();
-        let force = task.container.as_ref().is_some_and(|c| c.force_pull);
-        if force || self.docker.inspect_image(&image).await.is_err() {
+        let mut pulled = false;
+        if task.container.as_ref().is_some_and(|c| c.force_pull) {
             self.pull(&image).await.map_err(|m| (pb::TaskReason::ImagePullFailed, m))?;
+            pulled = true;
         }
         if self.lock().get(&key).is_none_or(|t| t.kill.is_some()) {
             return Err((pb::TaskReason::KilledByFramework, "killed before it started".into()));
         }
         let name = container::container_name(&self.agent_id, framework, &task.id);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = match self.docker.create_container(Some(options.clone()), config.clone()).await {
-            Ok(created) => created,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
-                // A container of that name is left from an earlier attempt: replace it.
-                self.remove(&name).await;
-                self.docker
-                    .create_container(Some(options), config)
-                    .await
-                    .map_err(|e| (pb::TaskReason::ContainerLaunchFailed, engine_error(e)))?
+        let mut replaced = false;
+        let created = loop {
+            match self.docker.create_container(Some(options.clone()), config.clone()).await {
+                Ok(created) => break created,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+                    if !replaced =>
+                {
+                    // A container of that name is left from an earlier attempt: replace it.
+                    self.remove(&name).await;
+                    replaced = true;
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, message })
+                    if !pulled && message.starts_with("No such image") =>
+                {
+                    self.pull(&image).await.map_err(|m| (pb::TaskReason::ImagePullFailed, m))?;
+                    pulled = true;
+                }
+                Err(e) => return Err((pb::TaskReason::ContainerLaunchFailed, engine_error(e))),
             }
-            Err(e) => return Err((pb::TaskReason::ContainerLaunchFailed, engine_error(e))),
         };
         let killed = {
             let mut tasks = self.lock();
