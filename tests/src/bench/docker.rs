@@ -2,7 +2,8 @@
 //! in one run, `n` at a time.
 //!
 //! - raw: bollard `create_container` + `start_container` for each container concurrently; a container's
-//!   latency runs from the first request to its `start` returning.
+//!   latency runs from the first request to the engine's `start` event reaching the client, as berth's
+//!   agent sees it (the `start` call's reply comes later, and is reported beside it).
 //! - berth: the real `berth serve` with its local Docker agent and the `launcher` test framework; all tasks
 //!   are posted to the framework's API at once; a task's latency runs from the first post to its RUNNING
 //!   status (the agent's timestamp of the engine's `start` event), so it includes the HTTP request, the
@@ -10,13 +11,20 @@
 //!
 //! Rounds alternate raw and berth so both see the same machine noise. Figures are medians over rounds of
 //! each round's median and slowest task.
+//!
+//! berth's own share of a launch is also measured directly, free of the engine's variance: from the first
+//! post to the task's STARTING status, which the agent stamps when the launch reaches it, right before its
+//! first engine call. Everything after that is the engine's work, as on the raw side.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{median, unix_ms};
@@ -29,9 +37,15 @@ pub struct Launches {
     pub concurrent: usize,
     pub rounds: usize,
     pub raw_p50: f64,
+    /// The raw side measured to the `start` call's reply instead of the `start` event.
+    pub raw_reply_p50: f64,
     pub berth_p50: f64,
     pub raw_slowest: f64,
     pub berth_slowest: f64,
+    /// Submit → STARTING (the launch reaching the agent), median over rounds of each round's median.
+    pub berth_dispatch_p50: f64,
+    /// Submit → STARTING of each round's last task to reach the agent, median over rounds.
+    pub berth_dispatch_slowest: f64,
 }
 
 impl Launches {
@@ -75,38 +89,73 @@ impl Bench {
     /// `rounds` alternating rounds of `n` launches each way.
     pub fn run(&mut self, n: usize, rounds: usize) -> Launches {
         let (mut raw_p50, mut berth_p50, mut raw_max, mut berth_max) = (vec![], vec![], vec![], vec![]);
+        let (mut dispatch_p50, mut dispatch_max, mut reply_p50) = (vec![], vec![], vec![]);
+        let slowest = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
         for _ in 0..rounds {
-            let mut r = self.raw(n);
-            let mut b = self.berth(n);
-            raw_max.push(r.iter().copied().fold(0.0, f64::max));
-            berth_max.push(b.iter().copied().fold(0.0, f64::max));
+            let (mut r, mut reply) = self.raw(n);
+            let (mut b, mut d) = self.berth(n);
+            reply_p50.push(median(&mut reply));
+            raw_max.push(slowest(&r));
+            berth_max.push(slowest(&b));
+            dispatch_max.push(slowest(&d));
             raw_p50.push(median(&mut r));
             berth_p50.push(median(&mut b));
+            dispatch_p50.push(median(&mut d));
         }
         Launches {
             concurrent: n,
             rounds,
             raw_p50: median(&mut raw_p50),
+            raw_reply_p50: median(&mut reply_p50),
             berth_p50: median(&mut berth_p50),
             raw_slowest: median(&mut raw_max),
             berth_slowest: median(&mut berth_max),
+            berth_dispatch_p50: median(&mut dispatch_p50),
+            berth_dispatch_slowest: median(&mut dispatch_max),
         }
     }
 
-    /// Per-container latencies (ms) of `n` raw create+start calls made at once.
-    fn raw(&mut self, n: usize) -> Vec<f64> {
+    /// Per-container latencies (ms) of `n` raw create+start calls made at once: to the engine's `start` event
+    /// reaching this client, and to the `start` call's reply.
+    fn raw(&mut self, n: usize) -> (Vec<f64>, Vec<f64>) {
         self.round += 1;
         let round = self.round;
         let (engine, image) = (&self.engine, self.image);
         self.runtime.block_on(async move {
+            let label = format!("berth.bench.round={round}");
+            let filters = HashMap::from([
+                ("type", vec!["container".to_string()]),
+                ("event", vec!["start".to_string()]),
+                ("label", vec![label]),
+            ]);
+            let mut events = engine.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+            // The request is sent when the stream is first polled; the engine acknowledges a subscription
+            // with its response headers, which this waits for before any container is created.
+            let first = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+            assert!(first.is_err(), "an event before any container of round {round}: {first:?}");
             let start = Instant::now();
+            let started = async {
+                let mut at = HashMap::new();
+                while at.len() < n {
+                    let event = events.next().await.expect("the event stream ended").expect("an event");
+                    let name = event.actor.and_then(|a| a.attributes?.remove("name")).expect("a name");
+                    at.insert(name, start.elapsed().as_secs_f64() * 1000.0);
+                }
+                at
+            };
             let launches = (0..n).map(|i| {
                 let name = format!("berth-bench-raw-{round}-{i}");
                 let body = ContainerCreateBody {
                     image: Some(image.to_string()),
                     entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
                     cmd: Some(vec!["sleep 600".into()]),
-                    labels: Some([("berth.bench".to_string(), "raw".to_string())].into()),
+                    labels: Some(
+                        [
+                            ("berth.bench".to_string(), "raw".to_string()),
+                            ("berth.bench.round".to_string(), round.to_string()),
+                        ]
+                        .into(),
+                    ),
                     host_config: Some(HostConfig {
                         cpu_period: Some(100_000),
                         cpu_quota: Some(1_000),
@@ -122,20 +171,20 @@ impl Bench {
                     let options = CreateContainerOptionsBuilder::new().name(&name).build();
                     let created = engine.create_container(Some(options), body).await.expect("create");
                     engine.start_container(&created.id, None).await.expect("start");
-                    (start.elapsed().as_secs_f64() * 1000.0, created.id)
+                    (name, start.elapsed().as_secs_f64() * 1000.0, created.id)
                 }
             });
-            let results = futures::future::join_all(launches).await;
-            for (_, id) in &results {
+            let (results, started) = tokio::join!(futures::future::join_all(launches), started);
+            for (_, _, id) in &results {
                 let options = RemoveContainerOptionsBuilder::new().force(true).build();
                 let _ = engine.remove_container(id, Some(options)).await;
             }
-            results.into_iter().map(|(ms, _)| ms).collect()
+            results.into_iter().map(|(name, reply, _)| (started[&name], reply)).unzip()
         })
     }
 
-    /// Per-task latencies (ms) of `n` tasks posted to berth at once.
-    fn berth(&mut self, n: usize) -> Vec<f64> {
+    /// Per-task latencies (ms) of `n` tasks posted to berth at once: submit → RUNNING, and submit → STARTING.
+    fn berth(&mut self, n: usize) -> (Vec<f64>, Vec<f64>) {
         self.round += 1;
         let master = &self.master;
         let ids: Vec<String> = (0..n).map(|i| format!("bench-{}-{i}", self.round)).collect();
@@ -158,7 +207,11 @@ impl Bench {
                 })
                 .then_some(records)
         });
-        let latencies = ids
+        let since = |ms: &Value, id: &str| {
+            let ms = ms.as_u64().unwrap_or_else(|| panic!("{id}: no timestamp in {}", records[id]));
+            ms.saturating_sub(submitted) as f64
+        };
+        let (latencies, dispatched) = ids
             .iter()
             .map(|id| {
                 let record = &records[id];
@@ -168,9 +221,9 @@ impl Bench {
                     "running",
                     "{id}: {record}"
                 );
-                (record["timestamp_ms"].as_u64().unwrap() - submitted) as f64
+                (since(&record["timestamp_ms"], id), since(&record["starting_ms"], id))
             })
-            .collect();
+            .unzip();
         for id in &ids {
             master.request("POST", &format!("/frameworks/l/kill?{id}&0"), "");
         }
@@ -182,6 +235,6 @@ impl Bench {
         });
         // The agent keeps exited containers for their logs; remove them so each round meets the same engine.
         docker::remove_agent_containers(&master.local_agent_id().unwrap());
-        latencies
+        (latencies, dispatched)
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use berth_plugin_sdk::{
     Action, ApiReply, ContainerSpec, Decision, Framework, HealthCheck, HttpProbe, HttpRequest, HttpResponse,
     KeyValue, KillTask, Launch, Network, Offer, PortMapping, PortRange, Probe, Protocol, Resources,
-    TaskShape, TaskSpec, TaskStatus, export_framework, store,
+    TaskShape, TaskSpec, TaskState, TaskStatus, export_framework, store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,8 @@ struct Record {
     exit_code: Option<i32>,
     hostname: Option<String>,
     ports: Vec<u16>,
+    /// The agent's timestamp of the task's STARTING status: when the launch reached it.
+    starting_ms: Option<u64>,
     timestamp_ms: u64,
 }
 
@@ -241,6 +243,9 @@ impl Framework for Launcher {
             record.exit_code = u.exit_code;
             record.hostname = u.hostname;
             record.timestamp_ms = u.timestamp_ms;
+            if u.state == TaskState::Starting && record.starting_ms.is_none() {
+                record.starting_ms = Some(u.timestamp_ms);
+            }
         }
         save(self);
         vec![]
