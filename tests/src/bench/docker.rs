@@ -3,7 +3,7 @@
 //!
 //! - raw: bollard `create_container` + `start_container` for each container concurrently; a container's
 //!   latency runs from the first request to the engine's `start` event reaching the client, as berth's
-//!   agent sees it (the `start` call's reply comes later, and is reported beside it).
+//!   agent sees it (the `start` call's reply is reported beside it; here it comes in the same millisecond).
 //! - berth: the real `berth serve` with its local Docker agent and the `launcher` test framework; all tasks
 //!   are posted to the framework's API at once; a task's latency runs from the first post to its RUNNING
 //!   status (the agent's timestamp of the engine's `start` event), so it includes the HTTP request, the
@@ -129,8 +129,8 @@ impl Bench {
                 ("label", vec![label]),
             ]);
             let mut events = engine.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
-            // The request is sent when the stream is first polled; the engine acknowledges a subscription
-            // with its response headers, which this waits for before any container is created.
+            // The request is sent when the stream is first polled: polling it for 200 ms sends it and lets the
+            // engine register the subscription before any container is created. Nothing may arrive yet.
             let first = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
             assert!(first.is_err(), "an event before any container of round {round}: {first:?}");
             let start = Instant::now();
