@@ -66,7 +66,7 @@ fn a_task_runs_as_a_container_with_its_limits_and_labels() {
 }
 
 #[test]
-fn exit_codes_oom_and_missing_images_end_tasks_with_their_reason() {
+fn exit_codes_oom_missing_images_and_failed_forced_pulls_end_tasks_with_their_reason() {
     let master = master();
     let image = docker::busybox();
     submit(&master, json!({"id": "zero", "image": image, "command": "exit 0"}));
@@ -75,6 +75,9 @@ fn exit_codes_oom_and_missing_images_end_tasks_with_their_reason() {
     // stops it at the limit.
     submit(&master, json!({"id": "hungry", "image": image, "command": "tail /dev/zero", "mem_mib": 16}));
     submit(&master, json!({"id": "ghost", "image": "berth-test/does-not-exist:1.0", "command": "true"}));
+    // A forced pull goes to the registry even though the engine has the image; there is none to reach
+    // (and the image was never pushed anywhere), so the task fails at the pull, before any create.
+    submit(&master, json!({"id": "forced", "image": image, "command": "true", "force_pull": true}));
 
     let zero = wait_state(&master, "zero", "finished", Duration::from_secs(60));
     assert_eq!(zero["exit_code"], 0);
@@ -94,6 +97,10 @@ fn exit_codes_oom_and_missing_images_end_tasks_with_their_reason() {
         message.starts_with("pulling berth-test/does-not-exist:1.0:") && message.len() > 40,
         "the engine's error: {message}"
     );
+
+    let forced = wait_state(&master, "forced", "failed", Duration::from_secs(60));
+    assert_eq!(forced["reason"], "imagepullfailed", "{forced}");
+    assert!(forced["message"].as_str().unwrap().starts_with(&format!("pulling {image}")), "{forced}");
 
     // The same reasons through the master's own API.
     let failed = master.json(&["task", "ls", "--framework", "l", "--state", "failed"]);
