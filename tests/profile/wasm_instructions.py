@@ -8,7 +8,8 @@ to /tmp/perf-<pid>.map, and callgrind reports the same addresses. Prints the ins
 whole wasm call, of the guest's code and of the native policy, then the guest's functions and the native
 policy's, each by its own (self) instructions.
 
-    python3 tests/profile/wasm_instructions.py <allocator_ab binary> [--nodes 1000] [--frameworks 100]
+    python3 tests/profile/wasm_instructions.py <allocator_ab binary> [--nodes 1000] [--frameworks 100] \
+        [--component other.wasm]
 
 The binary is what `cargo bench -p berth-tests --bench allocator_ab --no-run` prints. Needs valgrind.
 """
@@ -68,6 +69,7 @@ def main():
     parser.add_argument("--calls", default="20")
     parser.add_argument("--rounds", default="3")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--component", help="a build of the component to count instead of the embedded one")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +77,7 @@ def main():
         run = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", args.binary,
              "--nodes", args.nodes, "--frameworks", args.frameworks, "--calls", args.calls,
-             "--rounds", args.rounds],
+             "--rounds", args.rounds, *([args.component] if args.component else [])],
             env={**os.environ, "BERTH_WASM_PROFILE": "perfmap"}, capture_output=True, text=True,
         )
         if run.returncode != 0:
