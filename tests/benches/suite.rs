@@ -251,7 +251,7 @@ fn docker_rows() -> Vec<Row> {
     eprintln!("== docker: submit → RUNNING vs raw create+start");
     let mut bench = docker::Bench::start();
     let mut rows = Vec::new();
-    // Five rounds of fifty: with three, one slow round of the engine's moved the median by 10 %.
+    // Five rounds of fifty: with three, the ratio swung 0.88×-1.14× between runs on one machine.
     for (n, rounds) in [(1, 15), (50, 5)] {
         let l: Launches = bench.run(n, rounds);
         eprintln!("{l:?}");
