@@ -88,12 +88,36 @@ pub fn overlaps<S: Span, T: Span>(a: &[S], b: &[T]) -> bool {
 }
 
 /// Adds every port of `other` to `set`.
+///
+/// Ranges that come after `set`'s last one (or touch or overlap only that one), as the ports first fit
+/// takes for the same grant do, are appended or merged in place; anything else costs a sort.
 pub fn add<S: Span, T: Span>(set: &mut Vec<S>, other: &[T]) {
-    if other.is_empty() {
-        return;
+    for (i, r) in other.iter().enumerate() {
+        if !append(set, r.begin(), r.end()) {
+            set.extend(other[i..].iter().map(|r| S::new(r.begin(), r.end())));
+            return normalize(set);
+        }
     }
-    set.extend(other.iter().map(|r| S::new(r.begin(), r.end())));
-    normalize(set);
+}
+
+/// Adds `begin..=end` to the normal `set` in place if it starts at or after the beginning of `set`'s last
+/// range; `false` (and `set` unchanged) if it starts before. An empty range (`begin > end`) adds nothing.
+fn append<S: Span>(set: &mut Vec<S>, begin: u16, end: u16) -> bool {
+    if begin > end {
+        return true;
+    }
+    match set.last_mut() {
+        Some(last) if u32::from(begin) <= u32::from(last.end()) + 1 => {
+            if begin < last.begin() {
+                return false;
+            }
+            if end > last.end() {
+                *last = S::new(last.begin(), end);
+            }
+        }
+        _ => set.push(S::new(begin, end)),
+    }
+    true
 }
 
 /// Removes every port of `other` from `set`.
@@ -133,30 +157,42 @@ pub fn remove<S: Span, T: Span>(set: &mut Vec<S>, other: &[T]) {
 /// Takes the `n` lowest ports out of `set` and returns them (normal), or `None` (leaving `set` as it
 /// was) when it has fewer than `n`.
 pub fn take<S: Span>(set: &mut Vec<S>, n: u32) -> Option<Vec<S>> {
+    let mut taken = Vec::new();
+    take_into(set, n, &mut taken).then_some(taken)
+}
+
+/// Takes the `n` lowest ports out of `set` and adds them to `into` (normal, like `set`), without a list
+/// of their own; or returns `false`, leaving both as they were, when `set` has fewer than `n`.
+pub fn take_into<S: Span>(set: &mut Vec<S>, n: u32, into: &mut Vec<S>) -> bool {
     if n == 0 {
-        return Some(Vec::new());
+        return true;
     }
     if count(set) < u64::from(n) {
-        return None;
+        return false;
     }
-    let mut taken = Vec::new();
     let (mut left, mut consumed) = (n, 0);
+    let mut taken = |begin: u32, end: u32| {
+        let (begin, end) = (begin as u16, end as u16);
+        if !append(into, begin, end) {
+            add(into, &[(begin, end)]);
+        }
+    };
     while left > 0 {
         let (begin, end) = (u32::from(set[consumed].begin()), u32::from(set[consumed].end()));
         let size = end - begin + 1;
         if size <= left {
-            taken.push(S::new(begin as u16, end as u16));
+            taken(begin, end);
             left -= size;
             consumed += 1;
         } else {
             let last = begin + left - 1;
-            taken.push(S::new(begin as u16, last as u16));
+            taken(begin, last);
             set[consumed] = S::new((last + 1) as u16, end as u16);
             left = 0;
         }
     }
     set.drain(..consumed);
-    Some(taken)
+    true
 }
 
 /// Appends `ranges` to `bounds` the way the ABI's column records carry port ranges (`grant-columns`,
@@ -273,6 +309,71 @@ mod tests {
         let t = take(&mut s, 2).unwrap();
         assert_eq!(t, set(&[(100, 101)]));
         assert_eq!(s, set(&[(200, 210)]));
+    }
+
+    #[test]
+    fn add_appends_in_place_or_sorts_as_the_ranges_require() {
+        let mut s = set(&[(100, 101)]);
+        add(&mut s, &[(102, 102)]);
+        assert_eq!(s, set(&[(100, 102)]));
+        add(&mut s, &[(101, 105), (200, 201), (202, 202), (300, 299)]);
+        assert_eq!(s, set(&[(100, 105), (200, 202)]));
+        add(&mut s, &[(210, 210), (50, 60), (106, 106)]);
+        assert_eq!(s, set(&[(50, 60), (100, 106), (200, 202), (210, 210)]));
+        add(&mut s, &[(0, 65535)]);
+        assert_eq!(s, set(&[(0, 65535)]));
+    }
+
+    /// `add` and `take_into` against their definitions (extend and normalize; `take`, then `add`) on
+    /// pseudo-random sets: ranges in and out of order, touching, overlapping, empty, at the ends of the
+    /// port space.
+    #[test]
+    fn add_and_take_into_agree_with_their_definitions() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: u32| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % u64::from(below)) as u32
+        };
+        let ranges = |next: &mut dyn FnMut(u32) -> u32| -> Vec<(u16, u16)> {
+            (0..next(5))
+                .map(|_| {
+                    let begin = if next(8) == 0 { 65530 + next(6) } else { next(64) };
+                    // One in five empty (`begin > end`), where it can be written.
+                    let end =
+                        if next(5) == 0 && begin > 0 { begin - 1 } else { (begin + next(6)).min(65535) };
+                    (begin as u16, end as u16)
+                })
+                .collect()
+        };
+        for _ in 0..20_000 {
+            let mut held = ranges(&mut next);
+            normalize(&mut held);
+            let other = ranges(&mut next);
+            let mut expected = held.clone();
+            expected.extend(other.iter().copied());
+            normalize(&mut expected);
+            let mut added = held.clone();
+            add(&mut added, &other);
+            assert_eq!(added, expected, "{held:?} + {other:?}");
+
+            let mut free = other.clone();
+            normalize(&mut free);
+            let n = next(12);
+            let (mut a, mut b) = (free.clone(), free.clone());
+            let mut into = held.clone();
+            let took = take_into(&mut a, n, &mut into);
+            match take(&mut b, n) {
+                Some(taken) => {
+                    assert!(took);
+                    let mut expected = held.clone();
+                    add(&mut expected, &taken);
+                    assert_eq!((a, into), (b, expected), "take {n} of {free:?} into {held:?}");
+                }
+                None => assert_eq!((took, a, into), (false, free, held)),
+            }
+        }
     }
 
     #[test]

@@ -189,9 +189,8 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
         };
         match free.first_fit(shape, &mut cursors[*kind], |node| is_filtered(id, node)) {
             Some(node) => {
-                let taken = free.take(node, shape);
-                allocated[index] = allocated[index].plus(&taken.scalars());
-                grants.add(index, node, taken);
+                free.take_into(node, shape, grants.entry(index, node));
+                allocated[index] = allocated[index].plus(&shape.scalars());
                 shape.count -= 1;
                 if shape.count == 0 {
                     wants[index].pop();
@@ -337,18 +336,19 @@ impl<'a> Free<'a> {
         self.ports[node].get_or_insert_with(|| nodes[node].available.ports.clone())
     }
 
-    /// Takes one task of `shape` (the lowest free ports when it needs ports); the caller checked it fits.
-    fn take(&mut self, node: usize, shape: &TaskShape) -> Resources {
-        let mut taken = Resources::default();
+    /// Takes one task of `shape` (the lowest free ports when it needs ports) and adds it to `grant`; the
+    /// caller checked it fits. The ports go straight into the grant's list: no list per task.
+    fn take_into(&mut self, node: usize, shape: &TaskShape, grant: &mut Resources) {
         if shape.ports > 0 {
-            taken.ports = ports::take(self.ports_mut(node), shape.ports).expect("checked by fits");
+            let taken = ports::take_into(self.ports_mut(node), shape.ports, &mut grant.ports);
+            assert!(taken, "checked by first_fit");
             self.port_counts[node] -= u64::from(shape.ports);
         }
         let scalars = shape.scalars();
         self.scalars[node] = self.scalars[node].minus(&scalars);
-        (taken.milli_cpus, taken.mem_mib, taken.disk_mib, taken.gpus) =
-            (scalars.milli_cpus, scalars.mem_mib, scalars.disk_mib, scalars.gpus);
-        taken
+        let sum = grant.scalars().plus(&scalars);
+        (grant.milli_cpus, grant.mem_mib, grant.disk_mib, grant.gpus) =
+            (sum.milli_cpus, sum.mem_mib, sum.disk_mib, sum.gpus);
     }
 
     /// Takes everything the node has left.
@@ -441,26 +441,24 @@ impl Grants {
         }
     }
 
-    /// Adds `resources` to the grant for (`framework`, `node`), or makes it the grant (moved, not copied:
-    /// the first task on a node often brings its port list).
-    fn add(&mut self, framework: usize, node: usize, resources: Resources) {
-        if let Some(grant) = self.list.get_mut(self.last[framework])
-            && grant.1 == node
-        {
-            return grant.2.add(&resources);
-        }
-        let at = match self.index.entry((framework, node)) {
-            Entry::Occupied(at) => {
-                self.list[*at.get()].2.add(&resources);
-                *at.get()
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(self.list.len());
-                self.list.push((framework, node, resources));
-                self.list.len() - 1
-            }
+    /// The grant for (`framework`, `node`), made empty if there is none yet.
+    fn entry(&mut self, framework: usize, node: usize) -> &mut Resources {
+        let last = self.last[framework];
+        let at = if self.list.get(last).is_some_and(|grant| grant.1 == node) {
+            last
+        } else {
+            let at = match self.index.entry((framework, node)) {
+                Entry::Occupied(at) => *at.get(),
+                Entry::Vacant(slot) => {
+                    slot.insert(self.list.len());
+                    self.list.push((framework, node, Resources::default()));
+                    self.list.len() - 1
+                }
+            };
+            self.last[framework] = at;
+            at
         };
-        self.last[framework] = at;
+        &mut self.list[at].2
     }
 }
 
