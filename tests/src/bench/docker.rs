@@ -9,8 +9,8 @@
 //!   status (the agent's timestamp of the engine's `start` event), so it includes the HTTP request, the
 //!   framework plugin, an offer cycle, the store commit, the agent and the engine.
 //!
-//! Rounds alternate raw and berth so both see the same machine noise. Figures are medians over rounds of
-//! each round's median and slowest task.
+//! Rounds alternate raw and berth so both see the same machine noise, each side first in every other
+//! round. Figures are medians over rounds of each round's median and slowest task.
 //!
 //! berth's own share of a launch is also measured directly, free of the engine's variance: from the first
 //! post to the task's STARTING status, which the agent stamps when the launch reaches it, right before its
@@ -91,9 +91,15 @@ impl Bench {
         let (mut raw_p50, mut berth_p50, mut raw_max, mut berth_max) = (vec![], vec![], vec![], vec![]);
         let (mut dispatch_p50, mut dispatch_max, mut reply_p50) = (vec![], vec![], vec![]);
         let slowest = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
-        for _ in 0..rounds {
-            let (mut r, mut reply) = self.raw(n);
-            let (mut b, mut d) = self.berth(n);
+        for i in 0..rounds {
+            // Each side goes first in every other round, so that neither always runs right after the
+            // other's clean-up (the two end their rounds differently, BENCHMARKS.md's Docker section).
+            let ((mut r, mut reply), (mut b, mut d)) = if i % 2 == 0 {
+                (self.raw(n), self.berth(n))
+            } else {
+                let berth = self.berth(n);
+                (self.raw(n), berth)
+            };
             reply_p50.push(median(&mut reply));
             raw_max.push(slowest(&r));
             berth_max.push(slowest(&b));
