@@ -62,6 +62,15 @@ def inclusive(lines, function):
     return max(totals)
 
 
+# Parts of the wasm call on the host's side, by the function that does each (inclusive).
+HOST_PARTS = {
+    "the view's delta": "berth_host::runtime::delta::HeldView::delta",
+    "lowering it into the guest": "<(A1,) as wasmtime::runtime::component::func::typed::Lower>::linear_lower_to_memory",
+    "grant columns into grants": "berth_host::runtime::bindings::<impl berth_host::runtime::bindings::allocator::"
+    "berth::plugin::allocation::GrantColumns>::into_grants",
+}
+
+
 def count(args, rounds):
     """One run of `allocator_ab` under callgrind with `rounds` timed rounds: the inclusive instructions of
     the wasm calls and of the native calls, and the self instructions of each guest and native function."""
@@ -79,11 +88,12 @@ def count(args, rounds):
         map_path = f"/tmp/perf-{pid}.map"
         functions = perf_map(map_path)
         os.remove(map_path)
-        tree = annotate(out, "--inclusive=yes", "--tree=calling")
+        tree = annotate(out, "--inclusive=yes", "--tree=calling", "--threshold=100")
         own = annotate(out, "--threshold=100")
 
     wasm = inclusive(tree, "berth_host::runtime::instance::AllocatorInstance::allocate_revised")
     native = inclusive(tree, "berth_plugin_proportional::policy::allocate")
+    host = [inclusive(tree, function) for function in HOST_PARTS.values()]
     starts = [f[0] for f in functions]
     guest = collections.Counter()
     native_own = collections.Counter()
@@ -103,7 +113,7 @@ def count(args, rounds):
             function = rest.split(":", 1)[1].split(" [")[0]
             if re.match(r"berth_plugin_proportional::|berth_proto::ports::", function):
                 native_own[function] += cost
-    return wasm, native, guest, native_own
+    return wasm, native, guest, native_own, *host
 
 
 def main():
@@ -121,7 +131,7 @@ def main():
     # the expected grants, the component to check them: its first call sends the whole view, not a delta),
     # then `calls` times a round. Two runs, of `rounds` and of twice as many rounds: what the second counts
     # beyond the first is `calls` × `rounds` timed calls alone, without those first calls or the set-up.
-    wasm, native, guest, native_own = (
+    wasm, native, guest, native_own, *host = (
         b - a for a, b in zip(count(args, args.rounds), count(args, 2 * args.rounds))
     )
     calls = int(args.calls) * args.rounds
@@ -131,6 +141,9 @@ def main():
     print(f"  the guest's code:  {sum(guest.values()) / calls / 1e6:8.2f} M")
     print(f"  native policy:     {native / calls / 1e6:8.2f} M")
     print(f"  wasm / native:     {wasm / calls / (native / calls):8.2f}×")
+    print("the host's side of the wasm call, parts of it (lowering includes the guest's realloc):")
+    for name, cost in zip(HOST_PARTS, host):
+        print(f"  {cost / calls / 1e6:8.2f} M  {name}")
     print("the guest's functions (self):")
     for name, cost in guest.most_common(args.top):
         print(f"  {cost / calls / 1e3:9.1f} k  {name[:110]}")
