@@ -3,7 +3,9 @@
 //! uses this; a policy only ever sees the resulting [`ClusterView`].
 
 use crate::bindings::allocator::berth::plugin::allocation::ResourceColumns;
-use crate::{ClusterView, FrameworkId, Grant, GrantColumns, NodeId, PortRange, Resources, ViewDelta, ports};
+use crate::{
+    ClusterView, FrameworkId, Grant, GrantColumns, NodeId, PortRange, Resources, Scalars, ViewDelta, ports,
+};
 
 /// The view an instance holds and the epoch the host gave it.
 #[derive(Debug, Default)]
@@ -94,6 +96,18 @@ impl GrantColumns {
     where
         I: ExactSizeIterator<Item = (FrameworkId, NodeId, &'a Resources)>,
     {
+        GrantColumns::collect_parts(
+            grants.map(|(framework, node, r)| (framework, node, r.scalars(), [r.ports.as_slice(), &[]])),
+        )
+    }
+
+    /// [`GrantColumns::collect`] for a policy that keeps its grants in a form of its own: each grant's
+    /// quantities, and its port ranges in two parts, the second after the first (a grant's first range
+    /// kept apart, say, so that a grant of one range needs no list).
+    pub fn collect_parts<'a, I>(grants: I) -> GrantColumns
+    where
+        I: ExactSizeIterator<Item = (FrameworkId, NodeId, Scalars, [&'a [PortRange]; 2])>,
+    {
         let n = grants.len();
         let mut c = GrantColumns {
             frameworks: vec![0; n],
@@ -111,13 +125,14 @@ impl GrantColumns {
             .zip(c.disk_mib.iter_mut().zip(&mut c.gpus))
             .zip(&mut c.port_ranges);
         let mut written = 0;
-        for (row, (framework, node, resources)) in rows.zip(grants) {
+        for (row, (framework, node, scalars, [first, second])) in rows.zip(grants) {
             let ((((framework_at, node_at), (cpus, mem)), (disk, gpus)), ranges) = row;
             (*framework_at, *node_at) = (framework, node);
             (*cpus, *mem, *disk, *gpus) =
-                (resources.milli_cpus, resources.mem_mib, resources.disk_mib, resources.gpus);
-            *ranges = resources.ports.len() as u32;
-            ports::push_bounds(&mut c.port_bounds, &resources.ports);
+                (scalars.milli_cpus, scalars.mem_mib, scalars.disk_mib, scalars.gpus);
+            *ranges = (first.len() + second.len()) as u32;
+            ports::push_bounds(&mut c.port_bounds, first);
+            ports::push_bounds(&mut c.port_bounds, second);
             written += 1;
         }
         if written < n {

@@ -102,7 +102,7 @@ pub fn add<S: Span, T: Span>(set: &mut Vec<S>, other: &[T]) {
 
 /// Adds `begin..=end` to the normal `set` in place if it starts at or after the beginning of `set`'s last
 /// range; `false` (and `set` unchanged) if it starts before. An empty range (`begin > end`) adds nothing.
-fn append<S: Span>(set: &mut Vec<S>, begin: u16, end: u16) -> bool {
+pub fn append<S: Span>(set: &mut Vec<S>, begin: u16, end: u16) -> bool {
     if begin > end {
         return true;
     }
@@ -164,6 +164,16 @@ pub fn take<S: Span>(set: &mut Vec<S>, n: u32) -> Option<Vec<S>> {
 /// Takes the `n` lowest ports out of `set` and adds them to `into` (normal, like `set`), without a list
 /// of their own; or returns `false`, leaving both as they were, when `set` has fewer than `n`.
 pub fn take_into<S: Span>(set: &mut Vec<S>, n: u32, into: &mut Vec<S>) -> bool {
+    take_each(set, n, |begin, end| {
+        if !append(into, begin, end) {
+            add(into, &[(begin, end)]);
+        }
+    })
+}
+
+/// Takes the `n` lowest ports out of `set` and hands each range of them to `taken` (`begin`, `end`), lowest
+/// first; or returns `false`, leaving `set` as it was, when it has fewer than `n`.
+pub fn take_each<S: Span>(set: &mut Vec<S>, n: u32, mut taken: impl FnMut(u16, u16)) -> bool {
     if n == 0 {
         return true;
     }
@@ -171,22 +181,16 @@ pub fn take_into<S: Span>(set: &mut Vec<S>, n: u32, into: &mut Vec<S>) -> bool {
         return false;
     }
     let (mut left, mut consumed) = (n, 0);
-    let mut taken = |begin: u32, end: u32| {
-        let (begin, end) = (begin as u16, end as u16);
-        if !append(into, begin, end) {
-            add(into, &[(begin, end)]);
-        }
-    };
     while left > 0 {
         let (begin, end) = (u32::from(set[consumed].begin()), u32::from(set[consumed].end()));
         let size = end - begin + 1;
         if size <= left {
-            taken(begin, end);
+            taken(begin as u16, end as u16);
             left -= size;
             consumed += 1;
         } else {
             let last = begin + left - 1;
-            taken(begin, last);
+            taken(begin as u16, last as u16);
             set[consumed] = S::new((last + 1) as u16, end as u16);
             left = 0;
         }

@@ -206,11 +206,11 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
             *top = Queued::new(share(&allocated[index], index), id, index);
         }
     }
-    grants.list.retain(|(index, node, resources)| {
-        let keep = resources.scalars().meets_minimum(&minimum);
+    grants.list.retain(|(index, node, held)| {
+        let keep = held.scalars.meets_minimum(&minimum);
         if !keep {
-            free.give_back(*node, resources);
-            allocated[*index] = allocated[*index].minus(&resources.scalars());
+            free.give_back(*node, held);
+            allocated[*index] = allocated[*index].minus(&held.scalars);
         }
         keep
     });
@@ -234,7 +234,7 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
                 }
                 let rest = free.take_all(position);
                 let index = candidate.index;
-                allocated[index] = allocated[index].plus(&rest.scalars());
+                allocated[index] = allocated[index].plus(&rest.scalars);
                 grants.list.push((index, position, rest));
                 idle.push(Queued::new(share(&allocated[index], index), candidate.id, index));
                 break;
@@ -244,7 +244,7 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
     }
 
     let order = id_order(frameworks, nodes, &grants.list);
-    Decided { order, resources: grants.list.into_iter().map(|(_, _, r)| r).collect() }
+    Decided { order, held: grants.list.into_iter().map(|(_, _, held)| held).collect() }
 }
 
 /// The grants in id order (framework id, then node id), as small keys with the place of each grant; the
@@ -252,10 +252,10 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
 ///
 /// Bucketed by framework (frameworks in id order: a sort of the frameworks, not of the grants), then each
 /// framework's few grants sorted by node id. First fit made most of them in node order already.
-fn id_order(
+fn id_order<T>(
     frameworks: &[FrameworkInfo],
     nodes: &[Node],
-    list: &[(usize, usize, Resources)],
+    list: &[(usize, usize, T)],
 ) -> Vec<(FrameworkId, NodeId, u32)> {
     let mut by_id: Vec<usize> = (0..frameworks.len()).collect();
     by_id.sort_unstable_by_key(|&i| frameworks[i].id);
@@ -280,31 +280,92 @@ fn id_order(
     order
 }
 
-/// One cycle's grants: each grant's resources in the order they were made, and the order of the answer
-/// (by framework id, then node id) with the place of each grant's resources.
+/// One cycle's grants: each grant in the order they were made, and the order of the answer (by framework
+/// id, then node id) with the place of each grant.
 struct Decided {
     order: Vec<(FrameworkId, NodeId, u32)>,
-    resources: Vec<Resources>,
+    held: Vec<Held>,
 }
 
 impl Decided {
     fn into_grants(self) -> Vec<Grant> {
-        let mut resources: Vec<Option<Resources>> = self.resources.into_iter().map(Some).collect();
+        let mut held: Vec<Option<Held>> = self.held.into_iter().map(Some).collect();
         self.order
             .into_iter()
             .map(|(framework, node, i)| Grant {
                 framework,
                 node,
-                resources: resources[i as usize].take().expect("each grant is moved once"),
+                resources: held[i as usize].take().expect("each grant is moved once").into_resources(),
             })
             .collect()
     }
 
     fn into_columns(self) -> GrantColumns {
-        let resources = &self.resources;
-        GrantColumns::collect(
-            self.order.iter().map(|&(framework, node, i)| (framework, node, &resources[i as usize])),
-        )
+        let held = &self.held;
+        GrantColumns::collect_parts(self.order.iter().map(|&(framework, node, i)| {
+            let grant = &held[i as usize];
+            (framework, node, grant.scalars, grant.ports())
+        }))
+    }
+}
+
+/// A grant being made: its quantities and its ports.
+///
+/// Most grants hold a single range of ports (first fit gives a node's lowest free ports to one framework
+/// after another, and most frameworks get one task per node), so the first range is kept apart and a
+/// grant of one range needs no list of its own. In wasm, the guest's memory allocator was a tenth of the
+/// call, most of it one list per grant; the answer's columns do not need one.
+#[derive(Debug, Default)]
+struct Held {
+    scalars: Scalars,
+    first: Option<PortRange>,
+    /// The ranges after `first`, in order; or all of them, when `first` is `None`.
+    rest: Vec<PortRange>,
+}
+
+impl Held {
+    /// The ports, in order, in two parts.
+    fn ports(&self) -> [&[PortRange]; 2] {
+        [self.first.as_slice(), &self.rest]
+    }
+
+    /// Adds the ports `begin..=end`. First fit hands a grant its ports in order, each range after the
+    /// ones it holds: those are appended or merged in place. Anything else puts every range in the list.
+    fn add_ports(&mut self, begin: u16, end: u16) {
+        if begin > end {
+            return;
+        }
+        if self.rest.is_empty() {
+            match &mut self.first {
+                None => return self.first = Some(PortRange { begin, end }),
+                Some(first) if first.begin <= begin && u32::from(begin) <= u32::from(first.end) + 1 => {
+                    first.end = first.end.max(end);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        let after_first = self.first.is_none_or(|first| first.begin <= begin);
+        if !(after_first && ports::append(&mut self.rest, begin, end)) {
+            if let Some(first) = self.first.take() {
+                self.rest.insert(0, first);
+            }
+            ports::add(&mut self.rest, &[(begin, end)]);
+        }
+    }
+
+    fn into_resources(self) -> Resources {
+        let Held { scalars, first, mut rest } = self;
+        if let Some(first) = first {
+            rest.insert(0, first);
+        }
+        Resources {
+            milli_cpus: scalars.milli_cpus,
+            mem_mib: scalars.mem_mib,
+            disk_mib: scalars.disk_mib,
+            gpus: scalars.gpus,
+            ports: rest,
+        }
     }
 }
 
@@ -337,39 +398,33 @@ impl<'a> Free<'a> {
     }
 
     /// Takes one task of `shape` (the lowest free ports when it needs ports) and adds it to `grant`; the
-    /// caller checked it fits. The ports go straight into the grant's list: no list per task.
-    fn take_into(&mut self, node: usize, shape: &TaskShape, grant: &mut Resources) {
+    /// caller checked it fits. The ports go straight into the grant: no list per task.
+    fn take_into(&mut self, node: usize, shape: &TaskShape, grant: &mut Held) {
         if shape.ports > 0 {
-            let taken = ports::take_into(self.ports_mut(node), shape.ports, &mut grant.ports);
+            let taken =
+                ports::take_each(self.ports_mut(node), shape.ports, |begin, end| grant.add_ports(begin, end));
             assert!(taken, "checked by first_fit");
             self.port_counts[node] -= u64::from(shape.ports);
         }
         let scalars = shape.scalars();
         self.scalars[node] = self.scalars[node].minus(&scalars);
-        let sum = grant.scalars().plus(&scalars);
-        (grant.milli_cpus, grant.mem_mib, grant.disk_mib, grant.gpus) =
-            (sum.milli_cpus, sum.mem_mib, sum.disk_mib, sum.gpus);
+        grant.scalars = grant.scalars.plus(&scalars);
     }
 
     /// Takes everything the node has left.
-    fn take_all(&mut self, node: usize) -> Resources {
+    fn take_all(&mut self, node: usize) -> Held {
         let scalars = std::mem::take(&mut self.scalars[node]);
         self.port_counts[node] = 0;
-        let ports = std::mem::take(self.ports_mut(node));
-        Resources {
-            milli_cpus: scalars.milli_cpus,
-            mem_mib: scalars.mem_mib,
-            disk_mib: scalars.disk_mib,
-            gpus: scalars.gpus,
-            ports,
-        }
+        Held { scalars, first: None, rest: std::mem::take(self.ports_mut(node)) }
     }
 
-    fn give_back(&mut self, node: usize, resources: &Resources) {
-        self.scalars[node] = self.scalars[node].plus(&resources.scalars());
-        if !resources.ports.is_empty() {
+    fn give_back(&mut self, node: usize, grant: &Held) {
+        self.scalars[node] = self.scalars[node].plus(&grant.scalars);
+        if grant.ports().iter().any(|part| !part.is_empty()) {
             let ports = self.ports_mut(node);
-            ports::add(ports, &resources.ports);
+            for part in grant.ports() {
+                ports::add(ports, part);
+            }
             self.port_counts[node] = ports::count(ports);
         }
     }
@@ -424,7 +479,7 @@ fn scan(scalars: &[Scalars], port_counts: &[u64], from: usize, need: &Scalars, p
 
 /// Grants made so far, one per (framework index, node position), in the order first made.
 struct Grants {
-    list: Vec<(usize, usize, Resources)>,
+    list: Vec<(usize, usize, Held)>,
     index: FxHashMap<(usize, usize), usize>,
     /// Each framework's grant added to last (`usize::MAX`: none yet). First fit fills a node before it
     /// moves on, so a framework's next task usually lands on the same node: that grant is found without
@@ -442,7 +497,7 @@ impl Grants {
     }
 
     /// The grant for (`framework`, `node`), made empty if there is none yet.
-    fn entry(&mut self, framework: usize, node: usize) -> &mut Resources {
+    fn entry(&mut self, framework: usize, node: usize) -> &mut Held {
         let last = self.last[framework];
         let at = if self.list.get(last).is_some_and(|grant| grant.1 == node) {
             last
@@ -451,7 +506,7 @@ impl Grants {
                 Entry::Occupied(at) => *at.get(),
                 Entry::Vacant(slot) => {
                     slot.insert(self.list.len());
-                    self.list.push((framework, node, Resources::default()));
+                    self.list.push((framework, node, Held::default()));
                     self.list.len() - 1
                 }
             };
@@ -661,6 +716,42 @@ mod tests {
                 .collect();
             sorted.sort_unstable();
             assert_eq!(id_order(&frameworks, &nodes, &list), sorted, "round {round}");
+        }
+    }
+
+    /// A grant's ports, kept as a first range and a list, against a plain list that `ports::add` keeps:
+    /// ranges in order (as first fit hands them out), touching, overlapping, out of order and empty.
+    #[test]
+    fn a_grants_ports_are_the_ranges_added_to_it() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: u16| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % u64::from(below)) as u16
+        };
+        for round in 0..5_000 {
+            let (mut held, mut expected) = (Held::default(), Vec::<PortRange>::new());
+            let mut at = next(40);
+            for _ in 0..1 + next(6) {
+                let (begin, end) = match next(4) {
+                    // In order: right after the last range or a gap further on, as first fit takes them.
+                    0 | 1 => {
+                        at += next(3);
+                        (at, at + next(3))
+                    }
+                    // Anywhere, sometimes empty.
+                    _ => {
+                        let begin = next(60);
+                        (begin, (begin + next(4)).saturating_sub(next(2)))
+                    }
+                };
+                at = at.max(end.saturating_add(1));
+                held.add_ports(begin, end);
+                ports::add(&mut expected, &[(begin, end)]);
+                assert_eq!(held.ports().concat(), expected, "round {round}: {held:?}");
+            }
+            assert_eq!(held.into_resources().ports, expected, "round {round}");
         }
     }
 
