@@ -21,6 +21,12 @@ pub trait ResourcesExt {
     fn contains(&self, other: &Self) -> bool;
     /// Whether there is nothing here.
     fn is_empty(&self) -> bool;
+    /// [`ResourcesExt::add`] of `scalars` and `ports`, held apart.
+    fn add_parts<T: ports::Span>(&mut self, scalars: &Scalars, ports: &[T]);
+    /// [`ResourcesExt::remove`] of `scalars` and `ports`, held apart.
+    fn remove_parts<T: ports::Span>(&mut self, scalars: &Scalars, ports: &[T]);
+    /// [`ResourcesExt::contains`] of `scalars` and `ports`, held apart.
+    fn contains_parts<T: ports::Span>(&self, scalars: &Scalars, ports: &[T]) -> bool;
 }
 
 impl ResourcesExt for Resources {
@@ -38,21 +44,33 @@ impl ResourcesExt for Resources {
     }
 
     fn add(&mut self, other: &Self) {
-        set_scalars(self, self.scalars().plus(&other.scalars()));
-        ports::add(&mut self.ports, &other.ports);
+        self.add_parts(&other.scalars(), &other.ports);
     }
 
     fn remove(&mut self, other: &Self) {
-        set_scalars(self, self.scalars().minus(&other.scalars()));
-        ports::remove(&mut self.ports, &other.ports);
+        self.remove_parts(&other.scalars(), &other.ports);
     }
 
     fn contains(&self, other: &Self) -> bool {
-        other.scalars().fits_in(&self.scalars()) && ports::contains(&self.ports, &other.ports)
+        self.contains_parts(&other.scalars(), &other.ports)
     }
 
     fn is_empty(&self) -> bool {
         self.scalars().is_zero() && self.ports.is_empty()
+    }
+
+    fn add_parts<T: ports::Span>(&mut self, scalars: &Scalars, ports: &[T]) {
+        set_scalars(self, self.scalars().plus(scalars));
+        ports::add(&mut self.ports, ports);
+    }
+
+    fn remove_parts<T: ports::Span>(&mut self, scalars: &Scalars, ports: &[T]) {
+        set_scalars(self, self.scalars().minus(scalars));
+        ports::remove(&mut self.ports, ports);
+    }
+
+    fn contains_parts<T: ports::Span>(&self, scalars: &Scalars, ports: &[T]) -> bool {
+        scalars.fits_in(&self.scalars()) && ports::contains(&self.ports, ports)
     }
 }
 

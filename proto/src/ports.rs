@@ -29,6 +29,19 @@ impl Span for (u16, u16) {
     }
 }
 
+/// A range as `[begin, end]`: how the ABI's port columns carry them, read in place.
+impl Span for [u16; 2] {
+    fn begin(&self) -> u16 {
+        self[0]
+    }
+    fn end(&self) -> u16 {
+        self[1]
+    }
+    fn new(begin: u16, end: u16) -> Self {
+        [begin, end]
+    }
+}
+
 /// How many ports the ranges cover (overlaps counted once only if `set` is normal).
 pub fn count<S: Span>(set: &[S]) -> u64 {
     set.iter().filter(|r| r.begin() <= r.end()).map(|r| u64::from(r.end()) - u64::from(r.begin()) + 1).sum()

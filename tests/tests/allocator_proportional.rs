@@ -29,6 +29,7 @@ fn allocate(view: &ClusterView) -> Vec<Grant> {
     let registry = registry();
     let plugin = registry.get("proportional").expect("loaded");
     let (_, grants) = plugin.allocate(view).expect("allocate");
+    let grants = grants.to_vec();
     assert_grants_fit(view, &grants);
     grants
 }

@@ -178,7 +178,7 @@ fn an_allocate_delta_of_other_types_is_not_used_and_allocate_gets_whole_views() 
     let view = view(vec![node(7, 4_000, 4_096)], frameworks);
     for _ in 0..3 {
         let (_, grants) = plugin.allocate(&view).expect("`allocate` with the whole view");
-        let placed: Vec<_> = grants.iter().map(|g| (g.framework, g.node, g.resources.milli_cpus)).collect();
+        let placed: Vec<_> = grants.iter().map(|g| (g.framework, g.node, g.scalars.milli_cpus)).collect();
         assert_eq!(placed, vec![(1, 7, 100), (2, 7, 100)]);
     }
     assert_eq!(plugin.active().stats().traps, 0);

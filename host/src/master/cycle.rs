@@ -11,7 +11,7 @@ use super::state::Node;
 use super::validate::{self, NodePolicy};
 use crate::model::{ResourcesExt, unix_ms};
 use crate::runtime::bindings::{
-    ClusterView, Decision, DeclineFilter, Framework as ViewFramework, Grant, Node as ViewNode, Offer,
+    ClusterView, Decision, DeclineFilter, Framework as ViewFramework, Grants, Node as ViewNode, Offer,
     Resources, TaskReason, TaskShape, TaskSpec, TaskState,
 };
 
@@ -43,7 +43,7 @@ impl Master {
         let view = self.view(nodes, demand);
         record.nodes = view.nodes.len() as u32;
         record.frameworks = view.frameworks.len() as u32;
-        let checked = self.allocate(&view, &mut record).map(|grants| check_grants(&view, grants));
+        let checked = self.allocate(&view, &mut record).map(|grants| check_grants(&view, &grants));
         // The nodes go back for the next cycle to update.
         self.node_views.nodes = view.nodes;
         let Some((merged, refused)) = checked else {
@@ -106,7 +106,7 @@ impl Master {
 
     /// Calls the allocator on the view, unless there is nothing to allocate. `None`: no grants this
     /// cycle, and the record says why if something failed.
-    fn allocate(&self, view: &ClusterView, record: &mut CycleView) -> Option<Vec<Grant>> {
+    fn allocate(&self, view: &ClusterView, record: &mut CycleView) -> Option<Grants> {
         if view.nodes.is_empty() || view.frameworks.is_empty() {
             return None;
         }
@@ -365,19 +365,19 @@ fn cap_demand(shapes: &mut Vec<TaskShape>, cap: u32) -> bool {
 /// as `Master::view` makes them) and what they have left is copied when their first grant comes. A copy of
 /// every node's resources per cycle was 10,000 clones and hash inserts at 10,000 nodes, for the few
 /// hundred nodes a cycle grants on.
-fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32), Resources>, u32) {
+fn check_grants(view: &ClusterView, grants: &Grants) -> (BTreeMap<(u32, u32), Resources>, u32) {
     debug_assert!(view.nodes.is_sorted_by_key(|n| n.id), "the view's nodes are sorted by id");
     let eligible: HashMap<u32, bool> = view.frameworks.iter().map(|f| (f.id, !f.suppressed)).collect();
     let filtered: HashSet<(u32, u32)> = view.filters.iter().map(|f| (f.framework, f.node)).collect();
     let mut free: HashMap<u32, Resources> = HashMap::new();
     let mut merged: BTreeMap<(u32, u32), Resources> = BTreeMap::new();
     let mut refused = 0;
-    for grant in grants {
+    for grant in grants.iter() {
         let refusal = if !eligible.get(&grant.framework).copied().unwrap_or(false) {
             Some("unknown or suppressed framework")
         } else if filtered.contains(&(grant.framework, grant.node)) {
             Some("the framework declined this node")
-        } else if grant.resources.is_empty() {
+        } else if grant.scalars.is_zero() && grant.ports.is_empty() {
             Some("an empty grant")
         } else {
             // What the node has left, copied from the view at its first grant; `None`: not in the view.
@@ -390,8 +390,8 @@ fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32),
                     .map(|at| entry.insert(view.nodes[at].available.clone())),
             };
             match available {
-                Some(available) if available.contains(&grant.resources) => {
-                    available.remove(&grant.resources);
+                Some(available) if available.contains_parts(&grant.scalars, grant.ports) => {
+                    available.remove_parts(&grant.scalars, grant.ports);
                     None
                 }
                 Some(_) => Some("more than the node has available"),
@@ -404,7 +404,10 @@ fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32),
                 "grant refused");
             continue;
         }
-        merged.entry((grant.framework, grant.node)).or_insert_with(Resources::zero).add(&grant.resources);
+        merged
+            .entry((grant.framework, grant.node))
+            .or_insert_with(Resources::zero)
+            .add_parts(&grant.scalars, grant.ports);
     }
     (merged, refused)
 }
@@ -412,7 +415,7 @@ fn check_grants(view: &ClusterView, grants: Vec<Grant>) -> (BTreeMap<(u32, u32),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::Attribute;
+    use crate::runtime::bindings::{Attribute, Grant, PortRange};
 
     fn shape(milli_cpus: u64, count: u32) -> TaskShape {
         TaskShape { milli_cpus, mem_mib: 32, disk_mib: 0, gpus: 0, ports: 1, count }
@@ -432,8 +435,12 @@ mod tests {
             id,
             hostname: format!("node-{id}"),
             total: cpus(1_000),
-            available: cpus(1_000),
+            available: Resources { ports: vec![PortRange { begin: 31000, end: 31009 }], ..cpus(1_000) },
             attributes: vec![],
+        };
+        let with_ports = |milli_cpus, ports: &[(u16, u16)]| Resources {
+            ports: ports.iter().map(|&(begin, end)| PortRange { begin, end }).collect(),
+            ..cpus(milli_cpus)
         };
         let framework = |id, suppressed| ViewFramework {
             id,
@@ -451,9 +458,10 @@ mod tests {
             now_ms: 0,
         };
         let grants = vec![
-            grant(10, 1, cpus(600)),
-            grant(10, 1, cpus(600)), // node 1 has 400 left
-            grant(10, 1, cpus(400)),
+            grant(10, 1, with_ports(600, &[(31000, 31001)])),
+            grant(10, 1, cpus(600)),                        // node 1 has 400 left
+            grant(10, 1, with_ports(0, &[(31001, 31001)])), // taken already
+            grant(10, 1, with_ports(400, &[(31002, 31002), (31005, 31005)])),
             grant(10, 4, cpus(1_000)),
             grant(11, 1, cpus(1)), // suppressed
             grant(12, 1, cpus(1)), // unknown framework
@@ -462,11 +470,11 @@ mod tests {
             grant(10, 4, cpus(0)), // empty
             grant(10, 4, cpus(1)), // node 4 is full
         ];
-        let (merged, refused) = check_grants(&view, grants);
-        assert_eq!(refused, 7);
+        let (merged, refused) = check_grants(&view, &Grants::from_list(&grants));
+        assert_eq!(refused, 8);
         assert_eq!(
             merged.into_iter().collect::<Vec<_>>(),
-            vec![((10, 1), cpus(1_000)), ((10, 4), cpus(1_000))]
+            vec![((10, 1), with_ports(1_000, &[(31000, 31002), (31005, 31005)])), ((10, 4), cpus(1_000))]
         );
     }
 

@@ -50,6 +50,7 @@ pub use allocator::berth::plugin::allocation::{
 };
 pub use allocator::berth::plugin::host::Level;
 pub use allocator::berth::plugin::types::{Attribute, PortRange, Resources, TaskShape};
+use berth_proto::Scalars;
 pub use framework::berth::plugin::scheduling::{
     Action, ApiReply, ContainerSpec, Decision, Decline, Event, HealthCheck, HttpProbe, HttpRequest,
     HttpResponse, KeyValue, KillTask, Launch, Network, Offer, PortMapping, Probe, Protocol, TaskReason,
@@ -69,37 +70,119 @@ impl berth_proto::ports::Span for PortRange {
     }
 }
 
-impl GrantColumns {
-    /// The grants the columns hold, in order; or what is wrong with them (columns of different lengths,
-    /// port ranges beyond `port-bounds` or not all of it used, an odd number of bounds).
-    pub fn into_grants(self) -> Result<Vec<Grant>, &'static str> {
-        let GrantColumns { frameworks, nodes, milli_cpus, mem_mib, disk_mib, gpus, port_ranges, port_bounds } =
-            self;
-        let n = frameworks.len();
-        if [nodes.len(), milli_cpus.len(), mem_mib.len(), disk_mib.len(), gpus.len(), port_ranges.len()]
-            .iter()
-            .any(|&len| len != n)
+/// An allocator's answer: the grants as the columns `allocate-delta` returns them, checked once and read
+/// in place, with no list of ports per grant. (The whole-view `allocate` answers a list, which is put into
+/// columns.)
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grants(GrantColumns);
+
+/// One grant of [`Grants`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GrantRef<'a> {
+    pub framework: u32,
+    pub node: u32,
+    pub scalars: Scalars,
+    /// Port ranges as `[begin, end]`, in the order the allocator gave them.
+    pub ports: &'a [[u16; 2]],
+}
+
+impl Grants {
+    /// The grants `columns` hold; or what is wrong with them (columns of different lengths, port ranges
+    /// beyond `port-bounds` or not all of it used, an odd number of bounds).
+    pub fn from_columns(columns: GrantColumns) -> Result<Grants, &'static str> {
+        let c = &columns;
+        let n = c.frameworks.len();
+        if [
+            c.nodes.len(),
+            c.milli_cpus.len(),
+            c.mem_mib.len(),
+            c.disk_mib.len(),
+            c.gpus.len(),
+            c.port_ranges.len(),
+        ]
+        .iter()
+        .any(|&len| len != n)
         {
             return Err("`allocate-delta` answered grant columns of different lengths");
         }
-        let ports =
-            berth_proto::ports::split_bounds(&port_ranges, &port_bounds).map_err(grant_bounds_error)?;
-        let grants = ports
-            .into_iter()
-            .enumerate()
-            .map(|(i, ports)| Grant {
-                framework: frameworks[i],
-                node: nodes[i],
+        if !c.port_bounds.len().is_multiple_of(2) {
+            return Err(grant_bounds_error(berth_proto::ports::BoundsError::Odd));
+        }
+        let ranges: u64 = c.port_ranges.iter().map(|&r| u64::from(r)).sum();
+        match ranges.cmp(&(c.port_bounds.len() as u64 / 2)) {
+            std::cmp::Ordering::Greater => Err(grant_bounds_error(berth_proto::ports::BoundsError::Short)),
+            std::cmp::Ordering::Less => Err(grant_bounds_error(berth_proto::ports::BoundsError::Unused)),
+            std::cmp::Ordering::Equal => Ok(Grants(columns)),
+        }
+    }
+
+    /// `grants` as columns, in the same order.
+    pub fn from_list(grants: &[Grant]) -> Grants {
+        let column = |field: fn(&Grant) -> u64| grants.iter().map(field).collect();
+        Grants(GrantColumns {
+            frameworks: grants.iter().map(|g| g.framework).collect(),
+            nodes: grants.iter().map(|g| g.node).collect(),
+            milli_cpus: column(|g| g.resources.milli_cpus),
+            mem_mib: column(|g| g.resources.mem_mib),
+            disk_mib: column(|g| g.resources.disk_mib),
+            gpus: grants.iter().map(|g| g.resources.gpus).collect(),
+            port_ranges: grants.iter().map(|g| g.resources.ports.len() as u32).collect(),
+            port_bounds: grants
+                .iter()
+                .flat_map(|g| &g.resources.ports)
+                .flat_map(|p| [p.begin, p.end])
+                .collect(),
+        })
+    }
+
+    /// How many grants there are.
+    pub fn len(&self) -> usize {
+        self.0.frameworks.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The grants, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = GrantRef<'_>> {
+        let c = &self.0;
+        let (bounds, _) = c.port_bounds.as_chunks::<2>();
+        let mut at = 0;
+        (0..self.len()).map(move |i| {
+            let ranges = c.port_ranges[i] as usize;
+            let ports = &bounds[at..at + ranges];
+            at += ranges;
+            GrantRef {
+                framework: c.frameworks[i],
+                node: c.nodes[i],
+                scalars: Scalars {
+                    milli_cpus: c.milli_cpus[i],
+                    mem_mib: c.mem_mib[i],
+                    disk_mib: c.disk_mib[i],
+                    gpus: c.gpus[i],
+                },
+                ports,
+            }
+        })
+    }
+
+    /// The grants as a list, for tools and tests.
+    pub fn to_vec(&self) -> Vec<Grant> {
+        self.iter()
+            .map(|g| Grant {
+                framework: g.framework,
+                node: g.node,
                 resources: Resources {
-                    milli_cpus: milli_cpus[i],
-                    mem_mib: mem_mib[i],
-                    disk_mib: disk_mib[i],
-                    gpus: gpus[i],
-                    ports,
+                    milli_cpus: g.scalars.milli_cpus,
+                    mem_mib: g.scalars.mem_mib,
+                    disk_mib: g.scalars.disk_mib,
+                    gpus: g.scalars.gpus,
+                    ports: g.ports.iter().map(|&[begin, end]| PortRange { begin, end }).collect(),
                 },
             })
-            .collect();
-        Ok(grants)
+            .collect()
     }
 }
 
@@ -186,31 +269,38 @@ mod tests {
 
     #[test]
     fn columns_become_grants_in_order() {
-        let grants = columns().into_grants().unwrap();
+        let grants = Grants::from_columns(columns()).unwrap();
         assert_eq!(grants.len(), 2);
-        assert_eq!((grants[0].framework, grants[0].node, grants[0].resources.milli_cpus), (1, 10, 100));
-        assert!(grants[0].resources.ports.is_empty());
-        let second = &grants[1].resources;
-        assert_eq!((second.mem_mib, second.disk_mib, second.gpus), (64, 5, 1));
+        let refs: Vec<GrantRef<'_>> = grants.iter().collect();
+        assert_eq!((refs[0].framework, refs[0].node, refs[0].scalars.milli_cpus), (1, 10, 100));
+        assert!(refs[0].ports.is_empty());
+        assert_eq!((refs[1].scalars.mem_mib, refs[1].scalars.disk_mib, refs[1].scalars.gpus), (64, 5, 1));
+        assert_eq!(refs[1].ports, [[31000, 31001], [31005, 31005]]);
+        let list = grants.to_vec();
         assert_eq!(
-            second.ports,
+            list[1].resources.ports,
             vec![PortRange { begin: 31000, end: 31001 }, PortRange { begin: 31005, end: 31005 }]
         );
+        assert_eq!(Grants::from_list(&list), grants);
     }
 
     #[test]
     fn malformed_columns_are_refused() {
+        let refused = |columns: GrantColumns| Grants::from_columns(columns).unwrap_err();
         let mut short = columns();
         short.gpus.pop();
-        assert!(short.into_grants().unwrap_err().contains("different lengths"));
+        assert!(refused(short).contains("different lengths"));
         let mut odd = columns();
         odd.port_bounds.pop();
-        assert!(odd.into_grants().unwrap_err().contains("odd number"));
+        assert!(refused(odd).contains("odd number"));
         let mut too_many = columns();
         too_many.port_ranges[1] = 3;
-        assert!(too_many.into_grants().unwrap_err().contains("more port ranges"));
+        assert!(refused(too_many).contains("more port ranges"));
+        let mut huge = columns();
+        huge.port_ranges = vec![u32::MAX, u32::MAX];
+        assert!(refused(huge).contains("more port ranges"));
         let mut left_over = columns();
         left_over.port_ranges[1] = 1;
-        assert!(left_over.into_grants().unwrap_err().contains("no grant holds"));
+        assert!(refused(left_over).contains("no grant holds"));
     }
 }

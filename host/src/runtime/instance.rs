@@ -10,7 +10,7 @@ use super::bindings::allocator::Allocator;
 use super::bindings::framework::Framework;
 use super::bindings::incremental_allocator::IncrementalAllocator;
 use super::bindings::{
-    Action, ApiReply, ClusterView, Decision, Grant, HttpRequest, Offer, TaskShape, TaskStatus,
+    Action, ApiReply, ClusterView, Decision, Grants, HttpRequest, Offer, TaskShape, TaskStatus,
 };
 use super::delta::HeldView;
 use super::limits::MemoryCapExceeded;
@@ -132,7 +132,7 @@ impl AllocatorInstance {
 
     /// Runs one allocation cycle. An incremental allocator is sent what changed since its previous call
     /// (the whole view the first time, or when it asks for it).
-    pub fn allocate(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+    pub fn allocate(&mut self, view: &ClusterView) -> Result<Grants, CallError> {
         self.allocate_revised(view, None)
     }
 
@@ -144,11 +144,12 @@ impl AllocatorInstance {
         &mut self,
         view: &ClusterView,
         revisions: Option<&[u64]>,
-    ) -> Result<Vec<Grant>, CallError> {
+    ) -> Result<Grants, CallError> {
         let Live { store, exports, version } = &mut self.live;
         match exports {
             AllocatorExports::Whole(exports) => {
                 call(version, store, |store| exports.call_allocate(store, view))
+                    .map(|list| Grants::from_list(&list))
             }
             AllocatorExports::Incremental(exports, held) => {
                 let delta = held.delta(view, revisions);
@@ -163,7 +164,7 @@ impl AllocatorInstance {
                     held.forget();
                     CallError::Protocol("`allocate-delta` answered `none` to a whole view (`base: none`)")
                 })?;
-                columns.into_grants().map_err(|e| {
+                Grants::from_columns(columns).map_err(|e| {
                     held.forget();
                     CallError::Protocol(e)
                 })
@@ -173,12 +174,13 @@ impl AllocatorInstance {
 
     /// Runs one allocation cycle on the whole view (`allocate`), whatever the world: for tools that compare
     /// the two paths. An incremental allocator's held view is left as it was.
-    pub fn allocate_whole(&mut self, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+    pub fn allocate_whole(&mut self, view: &ClusterView) -> Result<Grants, CallError> {
         let Live { store, exports, version } = &mut self.live;
         call(version, store, |store| match exports {
             AllocatorExports::Whole(exports) => exports.call_allocate(store, view),
             AllocatorExports::Incremental(exports, _) => exports.call_allocate(store, view),
         })
+        .map(|list| Grants::from_list(&list))
     }
 
     /// Whether this instance is sent deltas (its component exports `allocate-delta`).

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::bindings::allocator::AllocatorPre;
 use super::bindings::framework::FrameworkPre;
 use super::bindings::incremental_allocator::IncrementalAllocatorPre;
-use super::bindings::{ClusterView, Grant};
+use super::bindings::{ClusterView, Grants};
 use super::engine::{Compiled, Runtime};
 use super::instance::AllocatorInstance;
 use super::limits::PluginLimits;
@@ -94,7 +94,7 @@ impl Version {
 
     /// Runs one allocation on an instance of this version. After a failure the instance is dropped and a
     /// fresh one created for the next call.
-    pub fn allocate(self: &Arc<Self>, view: &ClusterView) -> Result<Vec<Grant>, CallError> {
+    pub fn allocate(self: &Arc<Self>, view: &ClusterView) -> Result<Grants, CallError> {
         self.allocate_revised(view, None)
     }
 
@@ -103,7 +103,7 @@ impl Version {
         self: &Arc<Self>,
         view: &ClusterView,
         revisions: Option<&[u64]>,
-    ) -> Result<Vec<Grant>, CallError> {
+    ) -> Result<Grants, CallError> {
         let mut instance = self.take_instance()?;
         let result = instance.allocate_revised(view, revisions);
         match &result {
@@ -162,7 +162,7 @@ impl Plugin {
     }
 
     /// Runs one allocation on the active version (allocators only).
-    pub fn allocate(&self, view: &ClusterView) -> Result<(u32, Vec<Grant>), CallError> {
+    pub fn allocate(&self, view: &ClusterView) -> Result<(u32, Grants), CallError> {
         self.allocate_revised(view, None)
     }
 
@@ -171,7 +171,7 @@ impl Plugin {
         &self,
         view: &ClusterView,
         revisions: Option<&[u64]>,
-    ) -> Result<(u32, Vec<Grant>), CallError> {
+    ) -> Result<(u32, Grants), CallError> {
         let version = self.active();
         version.allocate_revised(view, revisions).map(|grants| (version.number, grants))
     }

@@ -206,11 +206,13 @@ pub fn plain_native(grants: &[sdk::Grant]) -> Vec<Plain> {
 }
 
 /// The component's grants as [`Plain`] tuples.
-pub fn plain_wasm(grants: &[abi::Grant]) -> Vec<Plain> {
-    let ports = |r: &abi::Resources| r.ports.iter().map(|p| (p.begin, p.end)).collect();
+pub fn plain_wasm(grants: &abi::Grants) -> Vec<Plain> {
     grants
         .iter()
-        .map(|g| (g.framework, g.node, g.resources.milli_cpus, g.resources.mem_mib, ports(&g.resources)))
+        .map(|g| {
+            let ports = g.ports.iter().map(|&[begin, end]| (begin, end)).collect();
+            (g.framework, g.node, g.scalars.milli_cpus, g.scalars.mem_mib, ports)
+        })
         .collect()
 }
 
@@ -242,7 +244,7 @@ impl Views {
     }
 
     /// The master's call on the view of `round` (they alternate).
-    fn call(&self, plugin: &Plugin, round: usize) -> Vec<abi::Grant> {
+    fn call(&self, plugin: &Plugin, round: usize) -> abi::Grants {
         let (_, grants) = plugin
             .allocate_revised(&self.wasm[round % 2], Some(&self.revisions[round % 2]))
             .expect("wasm allocate");
