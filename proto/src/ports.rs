@@ -236,26 +236,31 @@ impl std::fmt::Display for BoundsError {
 
 impl std::error::Error for BoundsError {}
 
-/// Reads back what [`push_bounds`] wrote for a list of entries: `counts[i]` ranges for entry `i`, in
-/// order. Every bound must belong to exactly one entry.
-pub fn split_bounds<S: Span>(counts: &[u32], bounds: &[u16]) -> Result<Vec<Vec<S>>, BoundsError> {
+/// Checks that `bounds` holds exactly what [`push_bounds`] wrote for a list of entries of `counts[i]`
+/// ranges each: every bound belongs to exactly one entry.
+pub fn check_bounds(counts: &[u32], bounds: &[u16]) -> Result<(), BoundsError> {
     if !bounds.len().is_multiple_of(2) {
         return Err(BoundsError::Odd);
     }
-    let mut ranges = Vec::with_capacity(counts.len());
+    let ranges: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+    match ranges.cmp(&(bounds.len() as u64 / 2)) {
+        std::cmp::Ordering::Greater => Err(BoundsError::Short),
+        std::cmp::Ordering::Less => Err(BoundsError::Unused),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// Reads back what [`push_bounds`] wrote for a list of entries: `counts[i]` ranges for entry `i`, in
+/// order. Every bound must belong to exactly one entry ([`check_bounds`]).
+pub fn split_bounds<S: Span>(counts: &[u32], bounds: &[u16]) -> Result<Vec<Vec<S>>, BoundsError> {
+    check_bounds(counts, bounds)?;
     let mut rest = bounds;
-    for &n in counts {
-        let Some((entry, after)) = (n as usize).checked_mul(2).and_then(|len| rest.split_at_checked(len))
-        else {
-            return Err(BoundsError::Short);
-        };
-        ranges.push(entry.chunks_exact(2).map(|b| S::new(b[0], b[1])).collect());
+    let split = |&n: &u32| {
+        let (entry, after) = rest.split_at(2 * n as usize);
         rest = after;
-    }
-    match rest {
-        [] => Ok(ranges),
-        _ => Err(BoundsError::Unused),
-    }
+        entry.chunks_exact(2).map(|b| S::new(b[0], b[1])).collect()
+    };
+    Ok(counts.iter().map(split).collect())
 }
 
 #[cfg(test)]

@@ -105,15 +105,8 @@ impl Grants {
         {
             return Err("`allocate-delta` answered grant columns of different lengths");
         }
-        if !c.port_bounds.len().is_multiple_of(2) {
-            return Err(grant_bounds_error(berth_proto::ports::BoundsError::Odd));
-        }
-        let ranges: u64 = c.port_ranges.iter().map(|&r| u64::from(r)).sum();
-        match ranges.cmp(&(c.port_bounds.len() as u64 / 2)) {
-            std::cmp::Ordering::Greater => Err(grant_bounds_error(berth_proto::ports::BoundsError::Short)),
-            std::cmp::Ordering::Less => Err(grant_bounds_error(berth_proto::ports::BoundsError::Unused)),
-            std::cmp::Ordering::Equal => Ok(Grants(columns)),
-        }
+        berth_proto::ports::check_bounds(&c.port_ranges, &c.port_bounds).map_err(grant_bounds_error)?;
+        Ok(Grants(columns))
     }
 
     /// `grants` as columns, in the same order.
