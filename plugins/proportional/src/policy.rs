@@ -433,27 +433,25 @@ impl<'a> Free<'a> {
     /// Moves `cursor` past the nodes that cannot fit the shape, stopping at the first one that fits but
     /// was skipped because of a filter (it may still suit another framework).
     ///
-    /// Not inlined, for the reason given at [`scan`]: inside `decide`, the filter lookup and the cursor
-    /// logic add to the values Cranelift keeps on the stack there.
-    #[inline(never)]
+    /// Inlined: a call costs more than the loop around [`Free::scan`] in wasm (a frame in linear memory
+    /// for the shape and the answer, the callee-saved registers), and the loop turns once unless a filter
+    /// applies.
+    #[inline(always)]
     fn first_fit(
         &self,
         shape: &TaskShape,
         cursor: &mut usize,
         filtered: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let (need, ports) = (shape.scalars(), u64::from(shape.ports));
         let mut from = *cursor;
         let mut advancing = true;
         loop {
-            let Some(i) = scan(&self.scalars, &self.port_counts, from, &need, ports) else {
-                if advancing {
-                    *cursor = self.scalars.len();
-                }
-                return None;
-            };
+            let i = self.scan(from, shape);
             if advancing {
                 *cursor = i;
+            }
+            if i == self.scalars.len() {
+                return None;
             }
             if !filtered(i) {
                 return Some(i);
@@ -462,19 +460,31 @@ impl<'a> Free<'a> {
             from = i + 1;
         }
     }
-}
 
-/// The first node at or after `from` with room for `need` and `ports` ports: the scan that most of a
-/// cycle's search is.
-///
-/// A function of its own, not inlined, on purpose. In wasm, Cranelift allocates registers over a whole
-/// function at once: inlined into `decide` (27 KB of machine code), and still beside the filter's hash
-/// lookup, this loop kept the shape, its bounds and the linear memory's base on the stack and reloaded
-/// them for every node it passed. Alone, it keeps them in registers. LLVM's native code does not care.
-#[inline(never)]
-fn scan(scalars: &[Scalars], port_counts: &[u64], from: usize, need: &Scalars, ports: u64) -> Option<usize> {
-    let port_counts = &port_counts[..scalars.len()];
-    (from..scalars.len()).find(|&i| need.fits_in(&scalars[i]) && port_counts[i] >= ports)
+    /// The first node at or after `from` with room for one task of `shape` (the number of nodes if
+    /// none): the scan that most of a cycle's search is.
+    ///
+    /// A function of its own, not inlined, on purpose. In wasm, Cranelift allocates registers over a whole
+    /// function at once: inlined into `decide` (27 KB of machine code), and still beside the filter's hash
+    /// lookup, this loop kept the shape, its bounds and the linear memory's base on the stack and reloaded
+    /// them for every node it passed. Alone, it keeps them in registers. LLVM's native code does not care.
+    /// It answers a plain index, which wasm returns in a register (an `Option` goes through memory), and
+    /// is a `while` loop: Cranelift compiles `Iterator::find` over the range with two more register moves
+    /// and a jump for each node passed (18 instructions for a node without the CPU, 14 as written).
+    #[inline(never)]
+    fn scan(&self, from: usize, shape: &TaskShape) -> usize {
+        let (need, ports) = (shape.scalars(), u64::from(shape.ports));
+        let scalars = &self.scalars[..];
+        let port_counts = &self.port_counts[..scalars.len()];
+        let mut i = from;
+        while i < scalars.len() {
+            if need.fits_in(&scalars[i]) && port_counts[i] >= ports {
+                return i;
+            }
+            i += 1;
+        }
+        scalars.len()
+    }
 }
 
 /// Grants made so far, one per (framework index, node position), in the order first made.
