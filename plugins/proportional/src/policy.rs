@@ -206,14 +206,18 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
             *top = Queued::new(share(&allocated[index], index), id, index);
         }
     }
-    grants.list.retain(|(index, node, held)| {
-        let keep = held.scalars.meets_minimum(&minimum);
-        if !keep {
-            free.give_back(*node, held);
-            allocated[*index] = allocated[*index].minus(&held.scalars);
-        }
-        keep
-    });
+    // Grants below the minimum go back. A grant holds at least one task, and more of every quantity
+    // meets the minimum if less does: when every kind of task meets it, so does every grant.
+    if kinds.keys().any(|(scalars, _)| !scalars.meets_minimum(&minimum)) {
+        grants.list.retain(|(index, node, held)| {
+            let keep = held.scalars.meets_minimum(&minimum);
+            if !keep {
+                free.give_back(*node, held);
+                allocated[*index] = allocated[*index].minus(&held.scalars);
+            }
+            keep
+        });
+    }
 
     // Phase 2: leftovers, whole nodes, to frameworks that stated no demand. They made no grant in phase 1
     // and each node goes to one of them at most, so these grants never merge with another.
@@ -244,7 +248,7 @@ fn decide(view: &ClusterView, config: &Config) -> Decided {
     }
 
     let order = id_order(frameworks, nodes, &grants.list);
-    Decided { order, held: grants.list.into_iter().map(|(_, _, held)| held).collect() }
+    Decided { order, list: grants.list }
 }
 
 /// The grants in id order (framework id, then node id), as small keys with the place of each grant; the
@@ -284,12 +288,13 @@ fn id_order<T>(
 /// id, then node id) with the place of each grant.
 struct Decided {
     order: Vec<(FrameworkId, NodeId, u32)>,
-    held: Vec<Held>,
+    /// (framework index, node position, grant), as [`Grants::list`] holds them.
+    list: Vec<(usize, usize, Held)>,
 }
 
 impl Decided {
     fn into_grants(self) -> Vec<Grant> {
-        let mut held: Vec<Option<Held>> = self.held.into_iter().map(Some).collect();
+        let mut held: Vec<Option<Held>> = self.list.into_iter().map(|(_, _, held)| Some(held)).collect();
         self.order
             .into_iter()
             .map(|(framework, node, i)| Grant {
@@ -301,9 +306,9 @@ impl Decided {
     }
 
     fn into_columns(self) -> GrantColumns {
-        let held = &self.held;
+        let list = &self.list;
         GrantColumns::collect_parts(self.order.iter().map(|&(framework, node, i)| {
-            let grant = &held[i as usize];
+            let grant = &list[i as usize].2;
             (framework, node, grant.scalars, grant.ports())
         }))
     }
