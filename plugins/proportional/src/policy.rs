@@ -493,7 +493,7 @@ impl<'a> Free<'a> {
     ///
     /// Inlined: a call costs more than the loop around [`Free::scan`] in wasm (a frame in linear memory
     /// for the shape and the answer, the callee-saved registers), and the loop turns once unless a filter
-    /// applies.
+    /// applies or the scan reaches the end of the nodes copied so far.
     #[inline(always)]
     fn first_fit(
         &mut self,
