@@ -758,17 +758,22 @@ mod tests {
         assert_eq!(allocate_columns(&v, &Config::default()), GrantColumns::from_grants(&grants));
     }
 
+    /// Pseudo-random numbers below the bound each call is given (xorshift), the same for the same seed.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |below| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        }
+    }
+
     #[test]
     fn id_order_is_the_order_of_a_plain_sort() {
         // Frameworks and nodes with ids out of view order, and grants on distinct (framework, node) pairs
         // in a scrambled order of making: the buckets must give what sorting everything gives.
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut numbers = numbers(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |below: usize| numbers(below as u64) as usize;
         for round in 0..200 {
             let frameworks: Vec<FrameworkInfo> =
                 (0..1 + round % 17).map(|i| framework((i * 7919 % 101) as u32, 1.0, vec![])).collect();
@@ -846,13 +851,8 @@ mod tests {
     /// ranges in order (as first fit hands them out), touching, overlapping, out of order and empty.
     #[test]
     fn a_grants_ports_are_the_ranges_added_to_it() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |below: u16| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % u64::from(below)) as u16
-        };
+        let mut numbers = numbers(0x2545_f491_4f6c_dd1d);
+        let mut next = move |below: u16| numbers(u64::from(below)) as u16;
         for round in 0..5_000 {
             let (mut held, mut expected) = (Held::default(), Vec::<PortRange>::new());
             let mut at = next(40);
