@@ -106,10 +106,11 @@ fn deltas_decide_exactly_what_whole_views_decide() {
     let mut instance = AllocatorInstance::create(&plugin.active()).expect("an instance");
     assert!(instance.incremental(), "the Rust SDK exports `allocate-delta`");
     let mut other = AllocatorInstance::create(&plugin.active()).expect("an instance");
-    // A third instance is given node revisions, as the master gives them: the host then reads only the
-    // nodes whose revision moved.
+    // A third instance is given node revisions, as the master gives them (from one count, so no two
+    // states of any nodes share one): the host then reads only the nodes whose revision moved.
     let mut revised = AllocatorInstance::create(&plugin.active()).expect("an instance");
     let mut seen: HashMap<u32, (sdk::Node, u64)> = HashMap::new();
+    let mut last_revision = 0;
     let config = policy::Config::default();
     let mut current = cluster(300, 30);
     let mut next_id = 1_000;
@@ -123,9 +124,10 @@ fn deltas_decide_exactly_what_whole_views_decide() {
             .iter()
             .map(|n| {
                 let (last, revision) = seen.entry(n.id).or_insert_with(|| (n.clone(), 0));
-                if last != n {
+                if *revision == 0 || last != n {
                     *last = n.clone();
-                    *revision += 1;
+                    last_revision += 1;
+                    *revision = last_revision;
                 }
                 *revision
             })
@@ -153,6 +155,8 @@ fn deltas_decide_exactly_what_whole_views_decide() {
                 current.nodes.remove(100);
             }
             1 => {
+                // One leaves and one joins: as many nodes as before, most of them at new places.
+                current.nodes.remove(50);
                 let mut joined = current.nodes[0].clone();
                 joined.id = next_id;
                 joined.hostname = format!("joined-{next_id}");

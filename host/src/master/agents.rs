@@ -10,7 +10,7 @@ use pb::agent_message::Message as FromAgent;
 use pb::master_message::Message as ToAgent;
 
 use super::core::Master;
-use super::state::{Node, NodeState, TaskKey};
+use super::state::{Node, NodeState, TaskKey, revise};
 use crate::convert;
 use crate::model::{is_terminal, unix_ms};
 use crate::runtime::bindings::{Resources, TaskReason, TaskState, TaskStatus};
@@ -36,6 +36,7 @@ impl Master {
                 allow_privileged: record.allow_privileged,
                 allow_host_mounts: record.allow_host_mounts,
                 backend: record.backend,
+                revision: revise(&mut self.last_revision),
                 ..Node::blank(id, agent_id)
             },
         );
@@ -107,7 +108,7 @@ impl Master {
         node.hostname = register.hostname.clone();
         node.total = resources;
         node.attributes = convert::attributes_from(&register.attributes);
-        node.revision += 1;
+        node.revision = revise(&mut self.last_revision);
         node.allow_privileged = register.allow_privileged;
         node.allow_host_mounts = register.allow_host_mounts;
         node.backend = register.backend.clone();

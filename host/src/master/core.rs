@@ -61,6 +61,8 @@ pub struct Master {
     /// Registered connections to their node.
     pub(super) connections: HashMap<u64, u32>,
     pub(super) next_node_id: u32,
+    /// The last revision given to a node ([`Node::revision`](super::state::Node::revision)).
+    pub(super) last_revision: u64,
     pub(super) frameworks: BTreeMap<u32, Framework>,
     pub(super) framework_names: HashMap<String, u32>,
     pub(super) next_framework_id: u32,
@@ -146,6 +148,7 @@ impl Master {
             pending_connections: HashMap::new(),
             connections: HashMap::new(),
             next_node_id: 1,
+            last_revision: 0,
             frameworks: BTreeMap::new(),
             framework_names: HashMap::new(),
             next_framework_id: 1,

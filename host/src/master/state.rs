@@ -135,10 +135,11 @@ pub struct Node {
     pub hostname: String,
     pub total: Resources,
     pub attributes: Vec<Attribute>,
-    /// Counts the changes to what the allocator sees of the node (`hostname`, `total`, `attributes`,
-    /// `used`): registration and every change of `used` add one. The allocator's runtime does not read a
-    /// node whose revision it has seen before, so anything else that changes these fields must add one
-    /// too.
+    /// Names the state of what the allocator sees of the node (`hostname`, `total`, `attributes`, `used`):
+    /// registration and every change of `used` give the node a new one, from [`revise`]. A revision is
+    /// never given twice, to this node or another: the allocator's runtime does not read a node whose
+    /// revision it holds at the node's place in the view, so anything else that changes these fields must
+    /// give a new one too.
     pub revision: u64,
     /// Resources of the non-terminal tasks placed here.
     pub used: Resources,
@@ -154,6 +155,12 @@ pub struct Node {
     pub backend: String,
     /// Non-terminal tasks placed here.
     pub tasks: FastSet<TaskKey>,
+}
+
+/// The next revision of the count behind `last`: one no node has had (see [`Node::revision`]).
+pub fn revise(last: &mut u64) -> u64 {
+    *last += 1;
+    *last
 }
 
 impl Node {

@@ -7,7 +7,7 @@ use pb::master_message::Message as ToAgent;
 
 use super::Event;
 use super::core::{Master, publish};
-use super::state::{LastStatus, PackedSpec, Task, TaskKey};
+use super::state::{LastStatus, PackedSpec, Task, TaskKey, revise};
 use crate::convert;
 use crate::model::{ResourcesExt, is_terminal, unix_ms};
 use crate::runtime::bindings::{Resources, TaskReason, TaskSpec, TaskState, TaskStatus};
@@ -71,7 +71,7 @@ impl Master {
     fn take_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.used.add(resources);
-            n.revision += 1;
+            n.revision = revise(&mut self.last_revision);
             n.tasks.insert(key.clone());
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {
@@ -83,7 +83,7 @@ impl Master {
     fn release_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.used.remove(resources);
-            n.revision += 1;
+            n.revision = revise(&mut self.last_revision);
             n.tasks.remove(key);
         }
         if let Some(f) = self.frameworks.get_mut(&key.0) {

@@ -136,10 +136,11 @@ impl AllocatorInstance {
         self.allocate_revised(view, None)
     }
 
-    /// [`AllocatorInstance::allocate`] with each node's revision: `revisions[i]` must change whenever any
-    /// field of `view.nodes[i]` changes (the master counts them). Finding what changed then reads only
-    /// the nodes whose revision moved, instead of comparing every node field by field. Revisions of
-    /// another length than the view's nodes are ignored.
+    /// [`AllocatorInstance::allocate`] with each node's revision: `revisions[i]` names the state of
+    /// `view.nodes[i]`, and is never given to another state of that node or to another node (the master
+    /// draws them from one count). Finding what changed then reads only the nodes whose revision moved at
+    /// their place in the view, instead of every node. Revisions of another length than the view's nodes
+    /// are ignored.
     pub fn allocate_revised(
         &mut self,
         view: &ClusterView,

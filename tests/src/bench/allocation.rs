@@ -233,11 +233,14 @@ impl Views {
         let second = after(&first, &grants);
         let native = [first, second];
         let wasm = [to_abi(&native[0]), to_abi(&native[1])];
-        // The nodes granted on change between the two views.
+        // The nodes granted on change between the two views. A revision names one state of one node:
+        // node i's in the first view is 2i + 1, and 2i + 2 in the second if it changed.
         let granted: BTreeSet<u32> = grants.iter().map(|g| g.node).collect();
         let revisions = [
-            vec![0; native[0].nodes.len()],
-            native[1].nodes.iter().map(|n| u64::from(granted.contains(&n.id))).collect(),
+            (0..native[0].nodes.len() as u64).map(|i| 2 * i + 1).collect(),
+            (native[1].nodes.iter().enumerate())
+                .map(|(i, n)| 2 * i as u64 + 1 + u64::from(granted.contains(&n.id)))
+                .collect(),
         ];
         let expected = [plain_native(&grants), plain_native(&policy::allocate(&native[1], config))];
         Views { native, wasm, revisions, expected }
@@ -297,7 +300,7 @@ pub fn run(registry: &Registry, setup: Matrix) -> Cycle {
         native: median(&mut native),
         wasm: median(&mut wasm),
         wasm_whole: median(&mut wasm_whole),
-        delta_nodes: views.revisions[1].iter().filter(|&&r| r > 0).count(),
+        delta_nodes: views.revisions[0].iter().zip(&views.revisions[1]).filter(|(a, b)| a != b).count(),
     }
 }
 
