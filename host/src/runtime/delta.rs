@@ -76,7 +76,14 @@ impl HeldView {
         let moved: Vec<usize> = (self.revisions.iter().zip(revisions).enumerate())
             .filter_map(|(i, (held, next))| (held != next).then_some(i))
             .collect();
-        moved.iter().all(|&i| self.nodes[i].id == nodes[i].id).then_some(moved)
+        let same = moved.iter().all(|&i| self.nodes[i].id == nodes[i].id);
+        // A caller that gave one revision to two nodes would leave the guest holding the wrong node at a
+        // place: the tests, built with debug assertions, check every place.
+        debug_assert!(
+            !same || self.nodes.iter().zip(nodes).all(|(held, next)| held.id == next.id),
+            "a node's revision was held for another node at its place: revisions must never be reused"
+        );
+        same.then_some(moved)
     }
 
     /// Adds to `delta` what changed in the frameworks, and brings the held ones up to `view`'s.
@@ -383,6 +390,18 @@ mod tests {
         assert_eq!((d.nodes.len(), d.available.ids.clone(), d.removed_nodes.len()), (0, vec![7], 0));
         apply(&mut guest, &d);
         assert_eq!(guest, third.nodes);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "revisions must never be reused")]
+    fn a_revision_given_to_two_nodes_is_caught_in_debug_builds() {
+        let mut held = HeldView::default();
+        let first = view((1..=3).map(|i| node(i, 1000)).collect());
+        held.delta(&first, Some(&[1, 1, 1]));
+        // Node 1 leaves and node 4 joins, and every place keeps revision 1 (counted per node, say).
+        let second = view((2..=4).map(|i| node(i, 1000)).collect());
+        held.delta(&second, Some(&[1, 1, 1]));
     }
 
     fn framework(id: u32) -> Framework {
