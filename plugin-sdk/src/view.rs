@@ -173,7 +173,7 @@ fn set_columns<T>(
     };
     let mut from = 0;
     for (i, ports) in ports.into_iter().enumerate() {
-        let Ok(at) = held[from..].binary_search_by_key(&ids[i], &id) else {
+        let Some(at) = find_after(&held[from..], ids[i], &id) else {
             return false;
         };
         from += at;
@@ -188,6 +188,20 @@ fn set_columns<T>(
     true
 }
 
+/// The place of `key` in `items` (sorted by `id`), searched from the front: the steps double until they
+/// pass it, and a binary search takes the last step. A delta's ids are sorted, so each is looked for after
+/// the one before, usually a few dozen places on: this reads a few nearby records instead of one in each
+/// half of the rest of the list, which at 10,000 nodes are cache lines of their own.
+fn find_after<T>(items: &[T], key: u32, id: impl Fn(&T) -> u32) -> Option<usize> {
+    let (mut start, mut end) = (0, 1);
+    while end < items.len() && id(&items[end - 1]) < key {
+        start = end;
+        end = (2 * end).min(items.len());
+    }
+    let end = end.min(items.len());
+    items[start..end].binary_search_by_key(&key, id).ok().map(|i| start + i)
+}
+
 /// Brings `held` (sorted by id) up to date: drops the `removed` ids and puts each of `changed` (sorted by
 /// id) in its place, replacing the record with its id or inserting it.
 fn merge<T>(held: &mut Vec<T>, changed: Vec<T>, removed: &[u32], id: impl Fn(&T) -> u32) {
@@ -196,7 +210,7 @@ fn merge<T>(held: &mut Vec<T>, changed: Vec<T>, removed: &[u32], id: impl Fn(&T)
         let mut changed = changed.into_iter().peekable();
         let mut from = 0;
         while let Some(item) = changed.next_if(|item| {
-            held[from..].binary_search_by_key(&id(item), &id).is_ok_and(|i| {
+            find_after(&held[from..], id(item), &id).is_some_and(|i| {
                 from += i;
                 true
             })
@@ -256,6 +270,20 @@ mod tests {
 
         merge(&mut held, vec![], &[0, 1, 4, 5, 7], |r| r.0);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_search_from_the_front_finds_what_a_binary_search_finds() {
+        for len in 0..40u32 {
+            let items: Vec<u32> = (0..len).map(|i| 3 * i + 1).collect();
+            for key in 0..3 * len + 3 {
+                assert_eq!(
+                    find_after(&items, key, |&i| i),
+                    items.binary_search(&key).ok(),
+                    "key {key} in {len} items"
+                );
+            }
+        }
     }
 
     #[test]
