@@ -322,12 +322,18 @@ mod tests {
         assert_eq!((d.base, d.nodes.len()), (None, 2));
     }
 
-    #[test]
-    fn with_revisions_only_nodes_whose_revision_moved_are_read() {
+    /// A held view of nodes 1-4 at revisions 1-4, and the guest's copy after the first (whole) delta.
+    fn four_nodes_revised() -> (HeldView, Vec<Node>, ClusterView) {
         let mut held = HeldView::default();
         let mut guest = Vec::new();
         let first = view((1..=4).map(|i| node(i, 1000)).collect());
         apply(&mut guest, &held.delta(&first, Some(&[1, 2, 3, 4])));
+        (held, guest, first)
+    }
+
+    #[test]
+    fn with_revisions_only_nodes_whose_revision_moved_are_read() {
+        let (mut held, mut guest, first) = four_nodes_revised();
 
         // Node 1's revision moves without a change; node 2's attributes change and node 4's `available`,
         // each with a new revision; node 3's hostname changes without one (a caller that broke its
@@ -367,10 +373,7 @@ mod tests {
 
     #[test]
     fn with_revisions_a_node_that_took_anothers_place_is_seen() {
-        let mut held = HeldView::default();
-        let mut guest = Vec::new();
-        let first = view((1..=4).map(|i| node(i, 1000)).collect());
-        apply(&mut guest, &held.delta(&first, Some(&[1, 2, 3, 4])));
+        let (mut held, mut guest, first) = four_nodes_revised();
 
         // Node 2 leaves and node 7 joins: as many nodes as before, and those after node 2 each at another
         // place, where the revision held is another node's. They are read, and the delta says who left.
