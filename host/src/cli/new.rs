@@ -1,8 +1,9 @@
 //! `berth plugin new`: a plugin project in Rust, Python or C that builds and loads as it is.
 //!
-//! The templates are the files in `plugin-sdk/templates/`, compiled into `berth`; projects get their own copy
-//! of the WIT package, so Python and C builds need nothing from the berth tree. Rust projects build against
-//! the SDK in the berth source tree `berth` was built from (the SDK is not published), or `--sdk`.
+//! The templates are the files in `plugin-sdk/templates/`, compiled into `berth`. Projects get their own copy
+//! of what they build against, from this binary: the WIT package (Python and C), or the Rust SDK with it
+//! (`berth-sdk/`, see [`super::sdk`]). So a project builds on any machine with this `berth`, without berth's
+//! source tree.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,8 @@ pub struct Args {
     /// Where to create the project [default: ./NAME].
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// berth's plugin-sdk directory (Rust projects) [default: the one in the tree `berth` was built from].
+    /// Build a Rust project against this plugin-sdk directory (a berth checkout's `plugin-sdk`) instead of
+    /// the copy of the SDK that `berth` writes into the project.
     #[arg(long)]
     sdk: Option<PathBuf>,
 }
@@ -86,7 +88,8 @@ fn readme(lang: Lang, kind: PluginKind, name: &str) -> String {
         Lang::Rust => (
             "cargo build --release --target wasm32-wasip2".to_string(),
             format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")),
-            "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`)",
+            "Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`); berth's SDK comes with \
+             the project, in `berth-sdk/`",
         ),
         Lang::Python => ("./build.sh".to_string(), format!("{name}.wasm"), "`pip install componentize-py`"),
         Lang::C => (
@@ -117,23 +120,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not empty", dir.display());
     }
-    let sdk = match (&args.sdk, args.lang) {
-        (Some(sdk), _) => sdk.clone(),
-        (None, Lang::Rust) => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk")),
-        (None, _) => PathBuf::new(),
+    let sdk = match &args.sdk {
+        Some(sdk) => {
+            if !sdk.join("Cargo.toml").exists() {
+                bail!("{} is not berth's plugin-sdk directory (it has no Cargo.toml)", sdk.display());
+            }
+            std::fs::canonicalize(sdk).unwrap_or_else(|_| sdk.clone()).display().to_string()
+        }
+        None => super::sdk::SDK_PATH.to_string(),
     };
-    if args.lang == Lang::Rust && !sdk.join("Cargo.toml").exists() {
-        bail!("berth's plugin SDK is not at {}: pass --sdk <berth checkout>/plugin-sdk", sdk.display());
-    }
-    let sdk = std::fs::canonicalize(&sdk).unwrap_or(sdk);
     let world = args.kind.to_string();
     let fill = |text: &str| {
-        text.replace("{{name}}", &args.name)
-            .replace("{{world}}", &world)
-            .replace("{{sdk}}", &sdk.display().to_string())
+        text.replace("{{name}}", &args.name).replace("{{world}}", &world).replace("{{sdk}}", &sdk)
     };
     for (path, contents, executable) in files(args.lang, args.kind) {
         write(&dir.join(path), &fill(contents), executable)?;
+    }
+    if args.lang == Lang::Rust && args.sdk.is_none() {
+        super::sdk::write(&dir)?;
     }
     if args.lang != Lang::Rust {
         for (file, contents) in berth_proto::WIT_FILES {
