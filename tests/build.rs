@@ -17,6 +17,7 @@ const GUESTS: &[Guest] = &[
     Guest { package: "berth-test-workers", name: "workers", features: &[] },
     Guest { package: "berth-test-rogue", name: "rogue", features: &[] },
     Guest { package: "berth-test-launcher", name: "launcher", features: &[] },
+    Guest { package: "berth-test-hostile", name: "hostile", features: &[] },
     // The default framework rebuilt with a different build name, for hot-swap tests.
     Guest { package: "berth-plugin-marathon", name: "marathon-rebuilt", features: &["rebuilt"] },
 ];

@@ -1,7 +1,6 @@
 //! `berth serve`'s configuration: an optional TOML file, with command-line flags on top, checked once at
 //! start. Every field has a default, so `berth serve` runs with no file at all.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+use crate::agent::AgentSettings;
 use crate::master::MasterConfig;
 use crate::runtime::PluginLimits;
 
@@ -33,8 +33,8 @@ pub struct ServeConfig {
     pub master: MasterSection,
     /// Limits for plugins uploaded without their own.
     pub plugins: PluginLimits,
-    /// The agent `berth serve` runs in the same process.
-    pub agent: LocalAgentSection,
+    /// `[agent]`: the agent `berth serve` runs in the same process (the settings of `berth agent`).
+    pub agent: AgentSettings,
 }
 
 impl Default for ServeConfig {
@@ -48,7 +48,7 @@ impl Default for ServeConfig {
             artifact_cache: None,
             master: MasterSection::default(),
             plugins: PluginLimits::default(),
-            agent: LocalAgentSection::default(),
+            agent: AgentSettings::default(),
         }
     }
 }
@@ -64,67 +64,23 @@ pub struct MasterSection {
     pub task_retention_s: u64,
     pub kv_quota_mib: u64,
     pub default_refuse_seconds: u32,
+    /// How long an offer may go unanswered before it is rescinded.
+    pub offer_timeout_ms: u64,
 }
 
 impl Default for MasterSection {
+    /// The master's own defaults ([`MasterConfig::new`]): one source for both.
     fn default() -> Self {
+        let m = MasterConfig::new(PathBuf::new());
         MasterSection {
-            cycle_interval_ms: 1_000,
-            max_launches_per_cycle: crate::master::MAX_LAUNCHES_PER_CYCLE,
-            agent_timeout_ms: 15_000,
-            heartbeat_interval_ms: 1_000,
-            task_retention_s: 900,
-            kv_quota_mib: 256,
-            default_refuse_seconds: 5,
-        }
-    }
-}
-
-/// Which backend the local agent uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// The local Docker engine.
-    Docker,
-    /// No containers (scale tests and benchmarks only).
-    Simulated,
-}
-
-/// `[agent]`: the local agent.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocalAgentSection {
-    /// Run an agent in the master's process.
-    pub enabled: bool,
-    pub backend: BackendKind,
-    /// Run this many simulated agents in-process instead (scale tests and benchmarks).
-    pub simulate_nodes: u32,
-    /// Resources to offer; detected from the engine when absent (Docker).
-    pub cpus: Option<f64>,
-    pub mem_mib: Option<u64>,
-    pub disk_mib: Option<u64>,
-    /// Host ports to offer, e.g. `31000-32000`.
-    pub ports: String,
-    pub attributes: BTreeMap<String, String>,
-    pub allow_privileged: bool,
-    pub allow_host_mounts: bool,
-    pub hostname: Option<String>,
-}
-
-impl Default for LocalAgentSection {
-    fn default() -> Self {
-        LocalAgentSection {
-            enabled: true,
-            backend: BackendKind::Docker,
-            simulate_nodes: 0,
-            cpus: None,
-            mem_mib: None,
-            disk_mib: None,
-            ports: "31000-32000".into(),
-            attributes: BTreeMap::new(),
-            allow_privileged: false,
-            allow_host_mounts: false,
-            hostname: None,
+            cycle_interval_ms: m.cycle_interval.as_millis() as u64,
+            max_launches_per_cycle: m.max_launches_per_cycle,
+            agent_timeout_ms: m.agent_timeout.as_millis() as u64,
+            heartbeat_interval_ms: m.heartbeat_interval.as_millis() as u64,
+            task_retention_s: m.task_retention.as_secs(),
+            kv_quota_mib: m.kv_quota_bytes / (1024 * 1024),
+            default_refuse_seconds: m.default_refuse_seconds,
+            offer_timeout_ms: m.offer_timeout.as_millis() as u64,
         }
     }
 }
@@ -153,14 +109,11 @@ impl ServeConfig {
                 m.heartbeat_interval_ms
             );
         }
-        self.plugins.validate().map_err(|e| anyhow::anyhow!("plugins: {e}"))?;
-        parse_ports(&self.agent.ports).context("agent.ports")?;
-        if let Some(cpus) = self.agent.cpus
-            && !(cpus > 0.0 && cpus.is_finite())
-        {
-            bail!("agent.cpus must be above 0, got {cpus}");
+        if m.offer_timeout_ms == 0 {
+            bail!("master.offer_timeout_ms must be above 0");
         }
-        Ok(())
+        self.plugins.validate().map_err(|e| anyhow::anyhow!("plugins: {e}"))?;
+        self.agent.validate()
     }
 
     /// The data directory after defaults.
@@ -182,6 +135,7 @@ impl ServeConfig {
             task_retention: Duration::from_secs(m.task_retention_s),
             kv_quota_bytes: m.kv_quota_mib * 1024 * 1024,
             default_refuse_seconds: m.default_refuse_seconds,
+            offer_timeout: Duration::from_millis(m.offer_timeout_ms),
             default_limits: self.plugins,
             ..MasterConfig::new(data_dir)
         }

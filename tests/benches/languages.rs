@@ -46,10 +46,10 @@ fn load(row: &Row, cache: &Path) -> (Duration, Duration, Arc<Version>) {
         limits,
         number: None,
     };
-    let first = Registry::new(Runtime::new(Some(ArtifactCache::open(cache).unwrap())).unwrap());
+    let first = Registry::new(Runtime::new(Some(ArtifactCache::open(cache, None).unwrap())).unwrap());
     let compiled = first.prepare(new()).unwrap();
     assert!(!compiled.from_cache);
-    let second = Registry::new(Runtime::new(Some(ArtifactCache::open(cache).unwrap())).unwrap());
+    let second = Registry::new(Runtime::new(Some(ArtifactCache::open(cache, None).unwrap())).unwrap());
     let loaded = second.prepare(new()).unwrap();
     assert!(loaded.from_cache);
     let plugin = second.activate(loaded.clone());

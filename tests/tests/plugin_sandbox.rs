@@ -290,3 +290,152 @@ fn the_engine_is_built_with_the_patched_cranelift_glue_of_the_same_wasmtime_rele
     assert_eq!(wasmtime.len(), 1, "{wasmtime:?}");
     assert_eq!(version(glue[0]), version(wasmtime[0]), "the patched copy is of another wasmtime release");
 }
+
+/// Runs `allocate` of the hostile guest in `mode` on a thread of its own and returns the error and how
+/// long the call took; a call that outlives 30 s fails the test rather than hanging it.
+fn hostile(mode: &str, limits: PluginLimits) -> (Result<(), CallError>, Duration) {
+    let registry = registry();
+    let plugin =
+        load(&registry, "hostile", PluginKind::Allocator, &guests::read(guests::HOSTILE), mode, limits)
+            .expect("the hostile guest loads");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let result = plugin.allocate(&small_view()).map(drop);
+        sender.send((result, started.elapsed())).unwrap();
+    });
+    receiver.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("`{mode}` ran past 30 s"))
+}
+
+#[test]
+fn a_plugin_that_sleeps_or_waits_on_a_far_clock_is_stopped_at_its_deadline() {
+    let limits = PluginLimits { deadline_ms: 300, ..PluginLimits::default() };
+    for mode in ["sleep", "poll-far-clock", "block-far-clock"] {
+        let (result, took) = hostile(mode, limits);
+        assert_eq!(result, Err(CallError::Deadline(Duration::from_millis(300))), "{mode}");
+        // Not a speed check: far below the 60 s or the hour the guest asked for.
+        assert!(took < Duration::from_secs(10), "{mode} took {took:?}");
+    }
+    let (result, _) = hostile("sleep-briefly", limits);
+    assert_eq!(result, Ok(()), "a wait well inside the deadline is allowed");
+}
+
+#[test]
+fn a_plugin_that_hoards_wasi_timers_is_stopped_at_the_resource_limit() {
+    let (result, _) = hostile("timers", PluginLimits::default());
+    match result {
+        Err(CallError::Limit(reason)) => assert!(reason.contains("1024 WASI resources"), "{reason}"),
+        other => panic!("expected the resource limit, got {other:?}"),
+    }
+}
+
+#[test]
+fn ten_million_grants_are_refused_by_the_memory_budget_or_the_return_limit() {
+    let (result, _) = hostile("grants", PluginLimits::default());
+    assert!(matches!(result, Err(CallError::Memory { cap_mib: 256, .. })), "under 256 MiB: {result:?}");
+    let roomy = PluginLimits { memory_mib: 2048, deadline_ms: 10_000 };
+    let (result, _) = hostile("grants", roomy);
+    match result {
+        Err(CallError::Limit(reason)) => assert!(reason.contains("more than 64 MiB"), "{reason}"),
+        other => panic!("expected the return limit, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_response_body_of_a_gibibyte_is_refused_with_the_limit_it_broke() {
+    let request = |query: &str| HttpRequest {
+        method: "GET".into(),
+        path: "/body".into(),
+        query: query.into(),
+        headers: vec![],
+        body: vec![],
+    };
+    let registry = registry();
+    let bytes = guests::read(guests::SANDBOX_PROBE);
+    let tight = load(&registry, "tight", PluginKind::Framework, &bytes, "", PluginLimits::default()).unwrap();
+    let mut instance = FrameworkInstance::new(tight, String::new(), None, None).unwrap();
+    assert!(matches!(instance.handle(&request("1024")), Err(CallError::Memory { cap_mib: 256, .. })));
+    let roomy = PluginLimits { memory_mib: 2048, deadline_ms: 10_000 };
+    let plugin = load(&registry, "roomy", PluginKind::Framework, &bytes, "", roomy).unwrap();
+    let mut instance = FrameworkInstance::new(plugin, String::new(), None, None).unwrap();
+    assert_eq!(instance.handle(&request("1")).expect("a MiB is fine").response.body.len(), 1 << 20);
+    match instance.handle(&request("1024")) {
+        Err(CallError::Limit(reason)) => assert!(reason.contains("more than 64 MiB"), "{reason}"),
+        other => panic!("expected the return limit, got {:?}", other.map(|r| r.response.body.len())),
+    }
+}
+
+/// The resident memory of this process, bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// A component whose core module has `memories` linear memories of `pages` 64 KiB pages each, with an
+/// allocator's exports (which never run: instantiating is what is refused). Built with the provisioned
+/// `wasm-tools` from the WIT package.
+fn many_memories(memories: usize, pages: u32) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wat = format!("(module\n  (memory (export \"memory\") {pages})\n");
+    for _ in 1..memories {
+        wat.push_str(&format!("  (memory {pages})\n"));
+    }
+    wat.push_str(
+        "  (func (export \"cabi_realloc\") (param i32 i32 i32 i32) (result i32) i32.const 8)\n\
+         (func (export \"init\") (param i32 i32) (result i32) i32.const 16)\n\
+         (func (export \"allocate\") (param i32 i32 i32 i32 i32 i32 i64) (result i32) i32.const 16)\n)\n",
+    );
+    let core = dir.path().join("core.wat");
+    std::fs::write(&core, wat).unwrap();
+    let path = berth_tests::provision::plugin_toolchains_path();
+    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/wit");
+    let embedded = dir.path().join("embedded.wasm");
+    let component = dir.path().join("component.wasm");
+    for args in [
+        vec![
+            "component",
+            "embed",
+            wit,
+            "--world",
+            "allocator",
+            core.to_str().unwrap(),
+            "-o",
+            embedded.to_str().unwrap(),
+        ],
+        vec!["component", "new", embedded.to_str().unwrap(), "-o", component.to_str().unwrap()],
+    ] {
+        let out = std::process::Command::new("wasm-tools").args(&args).env("PATH", &path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "wasm-tools {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::read(component).unwrap()
+}
+
+#[test]
+fn a_component_with_many_memories_is_refused_and_holds_no_memory() {
+    let registry = registry();
+    let before = rss();
+    // Eight memories of 200 MiB: more memories than an instance may have.
+    let error =
+        load(&registry, "eight", PluginKind::Allocator, &many_memories(8, 3200), "", PluginLimits::default())
+            .expect_err("eight memories are refused");
+    assert!(matches!(error, LoadError::InitFailed(_)), "{error}");
+    // Two of 200 MiB: few enough, but together past the 256 MiB budget.
+    let error =
+        load(&registry, "two", PluginKind::Allocator, &many_memories(2, 3200), "", PluginLimits::default())
+            .expect_err("two memories of 200 MiB are past the budget");
+    assert!(matches!(error, LoadError::InitFailed(CallError::Memory { cap_mib: 256, .. })), "{error}");
+    // The refused instances held nothing: the process grew by less than the budget plus 64 MiB of margin
+    // (the compiled code and the runtime's own structures), not by the 1.6 GB the memories would take.
+    let grown = rss().saturating_sub(before);
+    assert!(grown < (256 + 64) << 20, "RSS grew by {} MiB", grown >> 20);
+}

@@ -118,7 +118,7 @@ fn a_new_version_that_fails_its_probe_leaves_the_active_one_in_place() {
 #[test]
 fn compiled_artifacts_are_cached_across_runtimes() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || Registry::new(Runtime::new(Some(ArtifactCache::open(dir.path()).unwrap())).unwrap());
+    let open = || Registry::new(Runtime::new(Some(ArtifactCache::open(dir.path(), None).unwrap())).unwrap());
     let load = |registry: &Registry| {
         registry
             .load(NewVersion {

@@ -4,6 +4,7 @@
 //!
 //! It does not decide anything: the master places tasks, the backend runs them.
 
+mod assemble;
 mod backend;
 pub mod container;
 pub mod docker;
@@ -21,6 +22,9 @@ use pb::agent_message::Message as ToMaster;
 use pb::master_message::Message as FromMaster;
 use tokio::sync::{mpsc, watch};
 
+pub use assemble::{
+    AgentSettings, Assembled, BackendKind, agent_id, assemble, machine_hostname, offered_memory,
+};
 pub use backend::{Backend, StatusSender};
 
 use crate::master::{AgentConnection, MasterHandle};

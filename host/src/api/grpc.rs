@@ -1,19 +1,19 @@
-//! The gRPC services of `berth.v1`, each a thin layer over a master call.
+//! The gRPC services of `berth.v1`: each method converts its request, calls one [`MasterHandle`] method,
+//! and converts the answer. Authentication happened before the request was decoded (`auth.rs`).
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use berth_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{Auth, Need};
 use crate::convert;
 use crate::master::{
     ApiError, Event, FrameworkView, MasterHandle, NewFramework, NodeView, PluginView, TaskFilter, TaskView,
+    Upload,
 };
-use crate::runtime::{NewVersion, PluginKind, PluginLimits, VersionInfo};
+use crate::runtime::{PluginKind, PluginLimits, VersionInfo};
 
 /// The one conversion from master errors to gRPC statuses.
 impl From<ApiError> for Status {
@@ -28,14 +28,11 @@ impl From<ApiError> for Status {
     }
 }
 
-/// Every service, sharing the master handle and the tokens.
+/// Every service, sharing the master handle.
 #[derive(Clone)]
 pub struct Services {
     pub handle: MasterHandle,
-    pub auth: Auth,
     pub default_limits: PluginLimits,
-    /// Uploads of the same plugin must not race for a version number.
-    pub uploads: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn limits(given: Option<&pb::PluginLimits>, defaults: PluginLimits) -> PluginLimits {
@@ -66,8 +63,10 @@ pub(crate) fn version(v: &VersionInfo) -> pb::PluginVersion {
             p50_us: v.stats.p50_us,
             p99_us: v.stats.p99_us,
             peak_memory_bytes: v.stats.peak_memory_bytes,
+            limits_exceeded: v.stats.limits_exceeded,
         }),
         config: v.config.clone(),
+        rolled_back: v.rolled_back.clone().unwrap_or_default(),
     }
 }
 
@@ -130,58 +129,30 @@ fn filter(f: Option<pb::TaskFilter>) -> TaskFilter {
     TaskFilter { framework: f.framework, states: f.states, node: f.node }
 }
 
-async fn framework_by_name(handle: &MasterHandle, name: String) -> Result<Response<pb::Framework>, Status> {
-    let view = handle
-        .try_call(move |m| {
-            m.frameworks_view()
-                .into_iter()
-                .find(|f| f.name == name)
-                .ok_or_else(|| ApiError::NotFound(format!("no framework named `{name}`")))
-        })
-        .await?;
-    Ok(Response::new(framework(&view)))
-}
-
 #[tonic::async_trait]
 impl pb::plugin_service_server::PluginService for Services {
     async fn upload(
         &self,
         request: Request<pb::UploadPluginRequest>,
     ) -> Result<Response<pb::PluginVersion>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
         let r = request.into_inner();
         let kind: PluginKind = r.kind.parse().map_err(Status::invalid_argument)?;
-        let limits = limits(r.limits.as_ref(), self.default_limits);
-        let _serial = self.uploads.lock().await;
-        let registry = self.handle.registry().clone();
-        let (name, config, bytes) = (r.name, r.config, Arc::new(r.component));
-        let compile_bytes = bytes.clone();
-        // Compiling takes tens of milliseconds to seconds: off the async runtime and off the master thread.
-        let prepared = tokio::task::spawn_blocking(move || {
-            registry.prepare(NewVersion {
-                name: &name,
-                kind,
-                bytes: &compile_bytes,
-                config,
-                limits,
-                number: None,
-            })
-        })
-        .await
-        .map_err(|e| Status::internal(format!("compilation task failed: {e}")))?
-        .map_err(ApiError::from)?;
-        let activate = !r.inactive;
-        let info = self.handle.try_call(move |m| m.add_version(prepared, &bytes, activate)).await?;
-        Ok(Response::new(version(&info)))
+        let upload = Upload {
+            name: r.name,
+            kind,
+            bytes: r.component,
+            config: r.config,
+            limits: limits(r.limits.as_ref(), self.default_limits),
+            activate: !r.inactive,
+        };
+        Ok(Response::new(version(&self.handle.upload(upload).await?)))
     }
 
     async fn list(
         &self,
-        request: Request<pb::ListPluginsRequest>,
+        _: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
-        self.auth.grpc(&request, Need::Read)?;
-        let (plugins, allocator) =
-            self.handle.call(|m| (m.plugins_view(), m.allocator().to_string())).await?;
+        let (plugins, allocator) = self.handle.plugins().await?;
         Ok(Response::new(pb::ListPluginsResponse {
             plugins: plugins.iter().map(plugin).collect(),
             allocator,
@@ -192,29 +163,22 @@ impl pb::plugin_service_server::PluginService for Services {
         &self,
         request: Request<pb::ActivatePluginRequest>,
     ) -> Result<Response<pb::PluginVersion>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
         let r = request.into_inner();
-        let info = self.handle.try_call(move |m| m.activate_version(&r.name, r.version)).await?;
-        Ok(Response::new(version(&info)))
+        Ok(Response::new(version(&self.handle.activate_version(r.name, r.version).await?)))
     }
 
     async fn rollback(
         &self,
         request: Request<pb::RollbackPluginRequest>,
     ) -> Result<Response<pb::PluginVersion>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().name;
-        let info = self.handle.try_call(move |m| m.rollback_plugin(&name)).await?;
-        Ok(Response::new(version(&info)))
+        Ok(Response::new(version(&self.handle.rollback_plugin(request.into_inner().name).await?)))
     }
 
     async fn remove(
         &self,
         request: Request<pb::RemovePluginRequest>,
     ) -> Result<Response<pb::RemovePluginResponse>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().name;
-        self.handle.try_call(move |m| m.remove_plugin(&name)).await?;
+        self.handle.remove_plugin(request.into_inner().name).await?;
         Ok(Response::new(pb::RemovePluginResponse {}))
     }
 
@@ -222,9 +186,7 @@ impl pb::plugin_service_server::PluginService for Services {
         &self,
         request: Request<pb::UseAllocatorRequest>,
     ) -> Result<Response<pb::UseAllocatorResponse>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().name;
-        let previous = self.handle.try_call(move |m| m.use_allocator(&name)).await?;
+        let previous = self.handle.use_allocator(request.into_inner().name).await?;
         Ok(Response::new(pb::UseAllocatorResponse { previous }))
     }
 }
@@ -235,9 +197,7 @@ impl pb::framework_service_server::FrameworkService for Services {
         &self,
         request: Request<pb::AddFrameworkRequest>,
     ) -> Result<Response<pb::Framework>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
         let r = request.into_inner();
-        let name = r.name.clone();
         let new = NewFramework {
             name: r.name,
             plugin: r.plugin,
@@ -245,16 +205,14 @@ impl pb::framework_service_server::FrameworkService for Services {
             weight: if r.weight == 0.0 { 1.0 } else { r.weight },
             config: r.config,
         };
-        self.handle.try_call(move |m| m.add_framework(new)).await?;
-        framework_by_name(&self.handle, name).await
+        Ok(Response::new(framework(&self.handle.add_framework(new).await?)))
     }
 
     async fn list(
         &self,
-        request: Request<pb::ListFrameworksRequest>,
+        _: Request<pb::ListFrameworksRequest>,
     ) -> Result<Response<pb::ListFrameworksResponse>, Status> {
-        self.auth.grpc(&request, Need::Read)?;
-        let frameworks = self.handle.call(|m| m.frameworks_view()).await?;
+        let frameworks = self.handle.frameworks().await?;
         Ok(Response::new(pb::ListFrameworksResponse {
             frameworks: frameworks.iter().map(framework).collect(),
         }))
@@ -264,42 +222,29 @@ impl pb::framework_service_server::FrameworkService for Services {
         &self,
         request: Request<pb::SetWeightRequest>,
     ) -> Result<Response<pb::Framework>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
         let r = request.into_inner();
-        let name = r.name.clone();
-        self.handle.try_call(move |m| m.set_weight(&r.name, r.weight)).await?;
-        framework_by_name(&self.handle, name).await
+        Ok(Response::new(framework(&self.handle.set_weight(r.name, r.weight).await?)))
     }
 
     async fn suppress(
         &self,
         request: Request<pb::FrameworkRequest>,
     ) -> Result<Response<pb::Framework>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().name;
-        let n = name.clone();
-        self.handle.try_call(move |m| m.set_suppressed(&n, true)).await?;
-        framework_by_name(&self.handle, name).await
+        Ok(Response::new(framework(&self.handle.set_suppressed(request.into_inner().name, true).await?)))
     }
 
     async fn revive(
         &self,
         request: Request<pb::FrameworkRequest>,
     ) -> Result<Response<pb::Framework>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().name;
-        let n = name.clone();
-        self.handle.try_call(move |m| m.set_suppressed(&n, false)).await?;
-        framework_by_name(&self.handle, name).await
+        Ok(Response::new(framework(&self.handle.set_suppressed(request.into_inner().name, false).await?)))
     }
 
     async fn remove(
         &self,
         request: Request<pb::FrameworkRequest>,
     ) -> Result<Response<pb::RemoveFrameworkResponse>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().name;
-        let killed_tasks = self.handle.try_call(move |m| m.remove_framework(&name)).await?;
+        let killed_tasks = self.handle.remove_framework(request.into_inner().name).await?;
         Ok(Response::new(pb::RemoveFrameworkResponse { killed_tasks }))
     }
 }
@@ -308,25 +253,14 @@ impl pb::framework_service_server::FrameworkService for Services {
 impl pb::node_service_server::NodeService for Services {
     async fn list(
         &self,
-        request: Request<pb::ListNodesRequest>,
+        _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        self.auth.grpc(&request, Need::Read)?;
-        let nodes = self.handle.call(|m| m.nodes_view()).await?;
+        let nodes = self.handle.nodes().await?;
         Ok(Response::new(pb::ListNodesResponse { nodes: nodes.iter().map(node).collect() }))
     }
 
     async fn drain(&self, request: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
-        let name = request.into_inner().node;
-        let view = self
-            .handle
-            .try_call(move |m| {
-                let id = m.find_node(&name).ok_or_else(|| ApiError::NotFound(format!("no node `{name}`")))?;
-                m.drain_node(id);
-                Ok(m.nodes_view().into_iter().find(|n| n.id == id).expect("node exists"))
-            })
-            .await?;
-        Ok(Response::new(node(&view)))
+        Ok(Response::new(node(&self.handle.drain_node(request.into_inner().node).await?)))
     }
 }
 
@@ -338,10 +272,7 @@ impl pb::task_service_server::TaskService for Services {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        self.auth.grpc(&request, Need::Read)?;
-        let f = filter(request.into_inner().filter);
-        let tasks =
-            self.handle.try_call(move |m| m.tasks_view(&f).map_err(ApiError::InvalidArgument)).await?;
+        let tasks = self.handle.tasks(filter(request.into_inner().filter)).await?;
         Ok(Response::new(pb::ListTasksResponse { tasks: tasks.iter().map(task).collect() }))
     }
 
@@ -349,16 +280,9 @@ impl pb::task_service_server::TaskService for Services {
         &self,
         request: Request<pb::KillTaskRequest>,
     ) -> Result<Response<pb::KillTaskResponse>, Status> {
-        self.auth.grpc(&request, Need::Write)?;
         let r = request.into_inner();
         let grace = (r.grace_period_ms > 0).then_some(r.grace_period_ms);
-        self.handle
-            .try_call(move |m| {
-                let key = m.resolve_task(&r.framework, &r.task_id)?;
-                let framework = m.framework_name(key.0);
-                m.kill_task(&framework, &key.1, grace)
-            })
-            .await?;
+        self.handle.kill_task(r.framework, r.task_id, grace).await?;
         Ok(Response::new(pb::KillTaskResponse {}))
     }
 
@@ -368,10 +292,8 @@ impl pb::task_service_server::TaskService for Services {
         &self,
         request: Request<pb::TaskLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        self.auth.grpc(&request, Need::Read)?;
         let r = request.into_inner();
-        let rx =
-            self.handle.try_call(move |m| m.open_logs(&r.framework, &r.task_id, r.follow, r.tail)).await?;
+        let rx = self.handle.open_logs(r.framework, r.task_id, r.follow, r.tail).await?;
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
         Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
     }
@@ -382,18 +304,12 @@ impl pb::task_service_server::TaskService for Services {
         &self,
         request: Request<pb::WatchTasksRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.auth.grpc(&request, Need::Read)?;
         let r = request.into_inner();
         let f = filter(r.filter);
         let states = f.states().map_err(Status::invalid_argument)?;
         // Subscribe before taking the snapshot, so no update falls between the two.
         let mut events = self.handle.subscribe();
-        let snapshot = if r.updates_only {
-            Vec::new()
-        } else {
-            let f = f.clone();
-            self.handle.try_call(move |m| m.statuses(&f).map_err(ApiError::InvalidArgument)).await?
-        };
+        let snapshot = if r.updates_only { Vec::new() } else { self.handle.statuses(f.clone()).await? };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             for (framework, agent, status) in snapshot {
@@ -438,7 +354,6 @@ impl pb::agent_service_server::AgentService for Services {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::JoinStream>, Status> {
-        self.auth.grpc(&request, Need::Agent)?;
         let mut inbound = request.into_inner();
         let connection = self.handle.connect_agent()?;
         let sender = connection.sender;

@@ -1,15 +1,15 @@
 //! Plain HTTP on the API port: health, JSON read endpoints, and each framework's own HTTP API (served by
-//! its plugin's `handle` export).
+//! its plugin's `handle` export). Authentication happened before any handler runs (`auth.rs`).
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
 
-use super::auth::{Auth, Need};
+use super::auth::Caller;
 use crate::master::{ApiError, MasterHandle, TaskFilter};
 use crate::runtime::bindings::{HttpRequest, KeyValue};
 
@@ -19,7 +19,6 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpState {
     pub handle: MasterHandle,
-    pub auth: Auth,
     /// The framework served at `/v2/` and `/ping` (Marathon's paths).
     pub default_framework: String,
 }
@@ -37,13 +36,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn unauthorized(message: String) -> Response {
-    (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "message": message }))).into_response()
-}
-
-fn check(state: &HttpState, headers: &HeaderMap, need: Need) -> Result<(), Box<Response>> {
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    state.auth.check(header, need).map_err(|m| Box::new(unauthorized(m)))
+fn json<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The routes, for merging with the gRPC services.
@@ -63,28 +60,30 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn default_ping(State(state): State<HttpState>, request: Request) -> Response {
+async fn default_ping(
+    State(state): State<HttpState>,
+    caller: Option<Extension<Caller>>,
+    request: Request,
+) -> Response {
     let framework = state.default_framework.clone();
-    forward(state, framework, "/ping".into(), request).await
+    forward(state, caller, framework, "/ping".into(), request).await
 }
 
-async fn default_v2(State(state): State<HttpState>, Path(path): Path<String>, request: Request) -> Response {
+async fn default_v2(
+    State(state): State<HttpState>,
+    caller: Option<Extension<Caller>>,
+    Path(path): Path<String>,
+    request: Request,
+) -> Response {
     let framework = state.default_framework.clone();
-    forward(state, framework, format!("/v2/{path}"), request).await
+    forward(state, caller, framework, format!("/v2/{path}"), request).await
 }
 
 /// `/v2/events`: what the default framework publishes (Marathon's `status_update_event`,
 /// `deployment_info`, `deployment_success`, …) as server-sent events, optionally only `?event_type=…`.
-async fn events(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
+async fn events(State(state): State<HttpState>, Query(params): Query<Vec<(String, String)>>) -> Response {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use futures::StreamExt;
-    if let Err(r) = check(&state, &headers, Need::Read) {
-        return *r;
-    }
     let types: Vec<String> = params.into_iter().filter(|(k, _)| k == "event_type").map(|(_, v)| v).collect();
     let framework = state.default_framework.clone();
     let attached =
@@ -109,31 +108,30 @@ async fn events(
     Sse::new(first.chain(updates)).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// Liveness: the master thread went round its loop within five seconds. It never runs plugin code, so a
+/// slow plugin does not make it fail.
 async fn health(State(state): State<HttpState>) -> Response {
-    match tokio::time::timeout(std::time::Duration::from_secs(5), state.handle.call(|_| ())).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), state.handle.health()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the master is not answering\n").into_response(),
     }
 }
 
-macro_rules! read_endpoint {
-    ($name:ident, $method:ident) => {
-        async fn $name(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-            if let Err(r) = check(&state, &headers, Need::Read) {
-                return *r;
-            }
-            match state.handle.call(|m| m.$method()).await {
-                Ok(v) => Json(v).into_response(),
-                Err(e) => e.into_response(),
-            }
-        }
-    };
+async fn plugins(State(state): State<HttpState>) -> Response {
+    json(state.handle.plugins().await.map(|(plugins, _)| plugins))
 }
 
-read_endpoint!(plugins, plugins_view);
-read_endpoint!(frameworks, frameworks_view);
-read_endpoint!(nodes, nodes_view);
-read_endpoint!(cycles, cycles_view);
+async fn frameworks(State(state): State<HttpState>) -> Response {
+    json(state.handle.frameworks().await)
+}
+
+async fn nodes(State(state): State<HttpState>) -> Response {
+    json(state.handle.nodes().await)
+}
+
+async fn cycles(State(state): State<HttpState>) -> Response {
+    json(state.handle.cycles().await)
+}
 
 #[derive(Deserialize)]
 struct TaskQuery {
@@ -145,44 +143,41 @@ struct TaskQuery {
     node: String,
 }
 
-async fn tasks(State(state): State<HttpState>, headers: HeaderMap, Query(q): Query<TaskQuery>) -> Response {
-    if let Err(r) = check(&state, &headers, Need::Read) {
-        return *r;
-    }
+async fn tasks(State(state): State<HttpState>, Query(q): Query<TaskQuery>) -> Response {
     let filter = TaskFilter {
         framework: q.framework,
         states: q.state.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
         node: q.node,
     };
-    match state.handle.try_call(move |m| m.tasks_view(&filter).map_err(ApiError::InvalidArgument)).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+    json(state.handle.tasks(filter).await)
 }
 
 async fn framework_root(
     State(state): State<HttpState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     request: Request,
 ) -> Response {
-    forward(state, name, "/".into(), request).await
+    forward(state, caller, name, "/".into(), request).await
 }
 
 async fn framework_path(
     State(state): State<HttpState>,
+    caller: Option<Extension<Caller>>,
     Path((name, path)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    forward(state, name, format!("/{path}"), request).await
+    forward(state, caller, name, format!("/{path}"), request).await
 }
 
-/// Hands a request to a framework's plugin. Reads (`GET`, `HEAD`) follow the read rule; anything else
-/// needs the operator token.
-pub async fn forward(state: HttpState, framework: String, path: String, request: Request) -> Response {
-    let need = if matches!(*request.method(), Method::GET | Method::HEAD) { Need::Read } else { Need::Write };
-    if let Err(r) = check(&state, request.headers(), need) {
-        return *r;
-    }
+/// Hands a request to a framework's plugin.
+pub async fn forward(
+    state: HttpState,
+    _caller: Option<Extension<Caller>>,
+    framework: String,
+    path: String,
+    request: Request,
+) -> Response {
     let method = request.method().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let headers = request
@@ -204,7 +199,7 @@ pub async fn forward(state: HttpState, framework: String, path: String, request:
         }
     };
     let request = HttpRequest { method, path, query, headers, body };
-    match state.handle.try_call(move |m| m.framework_http(&framework, request)).await {
+    match state.handle.framework_http(framework, request).await {
         Ok(response) => {
             let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut out = Response::builder().status(status);

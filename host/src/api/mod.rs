@@ -1,18 +1,18 @@
 //! The network API on one port: gRPC (`berth.v1`) and plain HTTP (health, JSON reads, frameworks'
-//! own APIs). It owns authentication and the mapping of master errors to gRPC statuses and HTTP
-//! responses; everything else is a call into the master.
+//! own APIs). It owns authentication (one layer in front of every route, `auth.rs`) and the mapping of
+//! master errors to gRPC statuses and HTTP responses; handlers only convert types around one
+//! [`MasterHandle`] method each.
 
 pub mod auth;
 mod grpc;
 pub mod http;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use berth_proto::v1 as pb;
 use tokio::net::TcpListener;
 
-pub use auth::Auth;
+pub use auth::{Auth, AuthLayer, Caller};
 
 use crate::master::MasterHandle;
 use crate::runtime::PluginLimits;
@@ -29,15 +29,9 @@ pub async fn serve(
     extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let services = grpc::Services {
-        handle: handle.clone(),
-        auth: auth.clone(),
-        default_limits,
-        uploads: Arc::new(tokio::sync::Mutex::new(())),
-    };
+    let services = grpc::Services { handle: handle.clone(), default_limits };
     let http = http::router(http::HttpState {
         handle,
-        auth,
         default_framework: crate::bundled::DEFAULT_FRAMEWORK.to_string(),
     })
     .merge(extra);
@@ -52,6 +46,7 @@ pub async fn serve(
         .add_service(pb::agent_service_server::AgentServiceServer::new(services));
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(AuthLayer { auth })
         .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;

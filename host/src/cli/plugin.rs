@@ -48,7 +48,7 @@ pub struct LoadOptions {
     /// Configuration for `init` (allocators): the text, or `@FILE`.
     #[arg(long)]
     config: Option<String>,
-    /// Memory cap per instance, MiB [default: the master's].
+    /// Memory budget per instance (all its memories and tables), MiB [default: the master's].
     #[arg(long)]
     memory_mib: Option<u64>,
     /// Deadline per call, milliseconds [default: the master's].
@@ -72,8 +72,11 @@ fn version_row(v: &pb::PluginVersion) -> Value {
         "sha256": v.sha256.get(..12).unwrap_or(&v.sha256), "size": v.size,
         "compile_ms": v.compile_us as f64 / 1000.0, "from_cache": v.from_cache,
         "calls": stats.calls, "traps": stats.traps, "deadline_exceeded": stats.deadline_exceeded,
-        "memory_exceeded": stats.memory_exceeded, "p50_us": stats.p50_us, "p99_us": stats.p99_us,
+        "memory_exceeded": stats.memory_exceeded, "limits_exceeded": stats.limits_exceeded,
+        "violations": stats.traps + stats.deadline_exceeded + stats.memory_exceeded + stats.limits_exceeded,
+        "p50_us": stats.p50_us, "p99_us": stats.p99_us,
         "peak_memory_mib": stats.peak_memory_bytes as f64 / (1024.0 * 1024.0),
+        "rolled_back": v.rolled_back,
     })
 }
 
@@ -120,9 +123,11 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
         ("TRAPS", "traps"),
         ("DEADLINE", "deadline_exceeded"),
         ("MEMORY", "memory_exceeded"),
+        ("LIMITS", "limits_exceeded"),
         ("P50_US", "p50_us"),
         ("P99_US", "p99_us"),
         ("PEAK_MIB", "peak_memory_mib"),
+        ("ROLLED_BACK", "rolled_back"),
     ];
     match command {
         Command::Load { kind, name, file, options } => {

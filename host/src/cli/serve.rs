@@ -5,17 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use berth_proto::v1 as pb;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::agent::container::Policy;
-use crate::agent::docker::{DockerBackend, DockerOptions};
-use crate::agent::simulated::SimulatedBackend;
-use crate::agent::{self, AgentConfig, Backend, Transport};
+use crate::agent::{self, AgentSettings, Assembled, BackendKind, Transport};
 use crate::api::{self, Auth};
-use crate::config::{BackendKind, ServeConfig, parse_ports, token_file};
+use crate::config::{ServeConfig, token_file};
 use crate::master::{self, MasterHandle};
-use crate::runtime::{ArtifactCache, Registry, Runtime};
+use crate::runtime::{ArtifactCache, ArtifactLedger, Registry, Runtime};
+use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -96,14 +93,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         protect_reads: config.protect_reads,
     };
 
+    let store = Arc::new(
+        Store::open(&data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
     let cache_dir = config.artifact_cache.clone().unwrap_or_else(|| data_dir.join("plugins/cache"));
-    let cache = ArtifactCache::open(&cache_dir)
+    let ledger: Arc<dyn ArtifactLedger> = store.clone();
+    let cache = ArtifactCache::open(&cache_dir, Some(ledger))
         .with_context(|| format!("opening the artifact cache {}", cache_dir.display()))?;
     let registry = Arc::new(Registry::new(Runtime::new(Some(cache))?));
     let master_config = config.master_config(data_dir.clone());
-    let (handle, master_thread) = tokio::task::spawn_blocking(move || master::start(master_config, registry))
-        .await
-        .context("starting the master")??;
+    // Restoring compiles the stored plugins (or loads their artifacts): off the async runtime.
+    let (handle, master_thread) =
+        tokio::task::spawn_blocking(move || master::start(master_config, store, registry))
+            .await
+            .context("starting the master")??;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -154,94 +157,34 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-fn resources(cpus: f64, mem_mib: u64, disk_mib: u64, ports: &str) -> anyhow::Result<pb::Resources> {
-    Ok(pb::Resources {
-        milli_cpus: (cpus * 1000.0).round() as u64,
-        mem_mib,
-        disk_mib,
-        gpus: 0,
-        ports: parse_ports(ports)?
-            .into_iter()
-            .map(|(b, e)| pb::PortRange { begin: b.into(), end: e.into() })
-            .collect(),
-    })
-}
-
 async fn start_local_agents(
     config: &ServeConfig,
     handle: &MasterHandle,
     stop: &watch::Receiver<bool>,
     agents: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let a = &config.agent;
-    let attributes: Vec<pb::Attribute> = a
-        .attributes
-        .iter()
-        .map(|(name, value)| pb::Attribute { name: name.clone(), value: value.clone() })
-        .collect();
-    if a.simulate_nodes > 0 || (a.enabled && a.backend == BackendKind::Simulated) {
-        let nodes = a.simulate_nodes.max(1);
-        let resources = resources(
-            a.cpus.unwrap_or(8.0),
-            a.mem_mib.unwrap_or(32 * 1024),
-            a.disk_mib.unwrap_or(100 * 1024),
-            &a.ports,
-        )?;
+    let settings = &config.agent;
+    if settings.simulate_nodes > 0 || (settings.enabled && settings.backend == BackendKind::Simulated) {
+        let nodes = settings.simulate_nodes.max(1);
+        let simulated = AgentSettings { backend: BackendKind::Simulated, ..settings.clone() };
         tracing::warn!(target: "berth", nodes, "running simulated agents: tasks run no containers");
         for i in 1..=nodes {
             let id = format!("sim-{i:05}");
-            let (tx, rx) = mpsc::unbounded_channel();
-            let backend: Arc<dyn Backend> = Arc::new(SimulatedBackend::new(&id, &id, tx));
-            let agent = AgentConfig {
-                agent_id: id.clone(),
-                hostname: id,
-                resources: resources.clone(),
-                attributes: attributes.clone(),
-                allow_privileged: a.allow_privileged,
-                allow_host_mounts: a.allow_host_mounts,
-            };
-            agents.spawn(agent::run(agent, backend, rx, Transport::Local(handle.clone()), stop.clone()));
+            let Assembled { config, backend, events } = agent::assemble(&simulated, &id, &id).await?;
+            agents.spawn(agent::run(config, backend, events, Transport::Local(handle.clone()), stop.clone()));
         }
         return Ok(());
     }
-    if !a.enabled {
+    if !settings.enabled {
         return Ok(());
     }
-    let data_dir = config.data_dir()?;
-    let hostname = a.hostname.clone().unwrap_or_else(super::agent::hostname);
-    let agent_id = super::agent::agent_id(&data_dir, &hostname)?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let options = DockerOptions {
-        policy: Policy { allow_privileged: a.allow_privileged, allow_host_mounts: a.allow_host_mounts },
-        retention: std::time::Duration::from_secs(config.master.task_retention_s),
-    };
-    let (backend, detected) = DockerBackend::connect(&agent_id, &hostname, options, tx)
+    let hostname = settings.hostname();
+    let agent_id = agent::agent_id(&config.data_dir()?, &hostname)?;
+    let Assembled { config: agent, backend, events } = agent::assemble(settings, &agent_id, &hostname)
         .await
         .context("starting the local Docker agent (use --no-local-agent to run without one)")?;
-    let milli_cpus = a.cpus.map(|c| (c * 1000.0).round() as u64).unwrap_or(detected.milli_cpus);
-    let resources = resources(
-        milli_cpus as f64 / 1000.0,
-        a.mem_mib.unwrap_or_else(|| offered_memory(detected.mem_mib)),
-        a.disk_mib.unwrap_or(100 * 1024),
-        &a.ports,
-    )?;
-    tracing::info!(target: "berth", agent = %agent_id, cpus = milli_cpus as f64 / 1000.0, mem_mib = resources.mem_mib,
-        "local Docker agent");
-    let agent = AgentConfig {
-        agent_id,
-        hostname,
-        resources,
-        attributes,
-        allow_privileged: a.allow_privileged,
-        allow_host_mounts: a.allow_host_mounts,
-    };
-    let backend: Arc<dyn Backend> = Arc::new(backend);
-    agents.spawn(agent::run(agent, backend, rx, Transport::Local(handle.clone()), stop.clone()));
+    tracing::info!(target: "berth", agent = %agent_id, cpus = agent.resources.milli_cpus as f64 / 1000.0,
+        mem_mib = agent.resources.mem_mib, "local Docker agent");
+    agents.spawn(agent::run(agent, backend, events, Transport::Local(handle.clone()), stop.clone()));
     Ok(())
-}
-
-/// Memory to offer from what the machine has: all but a reserve for the system (1 GiB or 10%, the
-/// smaller).
-pub fn offered_memory(total_mib: u64) -> u64 {
-    total_mib.saturating_sub((total_mib / 10).min(1024))
 }

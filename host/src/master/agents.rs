@@ -10,76 +10,47 @@ use pb::agent_message::Message as FromAgent;
 use pb::master_message::Message as ToAgent;
 
 use super::core::Master;
-use super::state::{Node, NodeState, TaskKey, revise};
+use super::nodes::Registration;
+use super::types::TaskKey;
 use crate::convert;
 use crate::model::{is_terminal, unix_ms};
 use crate::runtime::bindings::{Resources, TaskReason, TaskState, TaskStatus};
-use crate::store::AgentRecord;
 
 /// Grace period for killing tasks an agent runs that the master does not want (orphans).
 const ORPHAN_KILL_GRACE_MS: u32 = 3_000;
 
-impl Master {
-    /// A node known from the store: it stays without a connection (so it gets no offers) until its agent
-    /// re-registers, and is lost if that does not happen within the agent timeout.
-    pub(super) fn restore_node(&mut self, agent_id: String, record: AgentRecord) {
-        let id = self.next_node_id;
-        self.next_node_id += 1;
-        self.agents.insert(agent_id.clone(), id);
-        self.nodes.insert(
-            id,
-            Node {
-                hostname: record.hostname,
-                total: record.resources,
-                attributes: record.attributes,
-                state: if record.draining { NodeState::Draining } else { NodeState::Active },
-                allow_privileged: record.allow_privileged,
-                allow_host_mounts: record.allow_host_mounts,
-                backend: record.backend,
-                revision: revise(&mut self.last_revision),
-                ..Node::blank(id, agent_id)
-            },
-        );
-    }
+/// Wall-clock ms of an `Instant` in the recent past.
+fn ms_at(at: Instant) -> u64 {
+    unix_ms().saturating_sub(at.elapsed().as_millis() as u64)
+}
 
-    pub(super) fn agent_message(&mut self, connection: u64, message: pb::AgentMessage) {
+impl Master {
+    /// A message from the agent on `connection`, which arrived at `at`.
+    pub(super) fn agent_message(&mut self, connection: u64, message: pb::AgentMessage, at: Instant) {
         let Some(message) = message.message else { return };
         if let FromAgent::Register(register) = message {
-            self.register(connection, register);
+            self.register(connection, register, at);
             return;
         }
-        let Some(&node) = self.connections.get(&connection) else {
+        let Some(node) = self.nodes.of_connection(connection) else {
             tracing::warn!(target: "berth.master", connection, "message from an agent that has not registered; ignored");
             return;
         };
         match message {
             FromAgent::Register(_) => unreachable!("handled above"),
             FromAgent::Heartbeat(heartbeat) => {
-                if let Some(n) = self.nodes.get_mut(&node) {
-                    n.last_seen = Instant::now();
-                    n.last_seen_ms = unix_ms();
-                    n.agent_running = heartbeat.running_tasks;
-                }
+                self.nodes.heard(node, at, ms_at(at), Some(heartbeat.running_tasks));
             }
             FromAgent::Logs(chunk) => self.log_chunk(node, chunk),
             FromAgent::Status(update) => {
-                if let Some(n) = self.nodes.get_mut(&node) {
-                    n.last_seen = Instant::now();
-                    n.last_seen_ms = unix_ms();
-                }
+                self.nodes.heard(node, at, ms_at(at), None);
                 self.status_update(node, update);
             }
         }
     }
 
-    fn register(&mut self, connection: u64, register: pb::Register) {
-        let tx = match self.pending_connections.remove(&connection) {
-            Some(tx) => tx,
-            None => match self.connections.get(&connection).and_then(|n| self.nodes.get(n)) {
-                Some(node) => node.connection.clone().expect("a registered connection").1,
-                None => return,
-            },
-        };
+    fn register(&mut self, connection: u64, register: pb::Register, at: Instant) {
+        let Some(tx) = self.nodes.registering(connection) else { return };
         let resources = match check_register(&register) {
             Ok(resources) => resources,
             Err(reason) => {
@@ -88,59 +59,30 @@ impl Master {
                 return;
             }
         };
-        let node_id = match self.agents.get(&register.agent_id) {
-            Some(&id) => id,
-            None => {
-                let id = self.next_node_id;
-                self.next_node_id += 1;
-                self.agents.insert(register.agent_id.clone(), id);
-                self.nodes.insert(id, Node::blank(id, register.agent_id.clone()));
-                id
-            }
+        let registration = Registration {
+            agent_id: register.agent_id.clone(),
+            hostname: register.hostname.clone(),
+            total: resources,
+            attributes: convert::attributes_from(&register.attributes),
+            allow_privileged: register.allow_privileged,
+            allow_host_mounts: register.allow_host_mounts,
+            backend: register.backend.clone(),
+            running: register.tasks.len() as u32,
         };
-        let node = self.nodes.get_mut(&node_id).expect("node just found or created");
-        if let Some((old, _)) = node.connection.take()
-            && old != connection
-        {
-            self.connections.remove(&old);
-        }
-        let returning = node.state == NodeState::Unreachable;
-        node.hostname = register.hostname.clone();
-        node.total = resources;
-        node.attributes = convert::attributes_from(&register.attributes);
-        node.revision = revise(&mut self.last_revision);
-        node.allow_privileged = register.allow_privileged;
-        node.allow_host_mounts = register.allow_host_mounts;
-        node.backend = register.backend.clone();
-        node.connection = Some((connection, tx.clone()));
-        node.last_seen = Instant::now();
-        node.last_seen_ms = unix_ms();
-        node.agent_running = register.tasks.len() as u32;
-        if returning {
-            node.state = NodeState::Active;
-        }
-        let record = AgentRecord {
-            hostname: node.hostname.clone(),
-            resources: node.total.clone(),
-            attributes: node.attributes.clone(),
-            allow_privileged: node.allow_privileged,
-            allow_host_mounts: node.allow_host_mounts,
-            backend: node.backend.clone(),
-            draining: node.state == NodeState::Draining,
-        };
-        self.batch.put_agent(&register.agent_id, &record);
-        self.connections.insert(connection, node_id);
-        self.send_on(
+        let (node, returning) = self.nodes.register(connection, tx.clone(), registration, at, ms_at(at));
+        let record = self.nodes.get(node).expect("just registered").record();
+        self.effects.batch.put_agent(&register.agent_id, &record);
+        self.effects.send(
             tx,
             ToAgent::Registered(pb::Registered {
-                node_id,
+                node_id: node,
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
             }),
         );
-        tracing::info!(target: "berth.master", agent = %register.agent_id, hostname = %register.hostname, node = node_id,
+        tracing::info!(target: "berth.master", agent = %register.agent_id, hostname = %register.hostname, node,
             returning, tasks = register.tasks.len(), "agent registered");
-        self.reconcile_agent(node_id, register.tasks);
-        self.cycle_wanted = true;
+        self.reconcile_agent(node, register.tasks);
+        self.cycles.wanted = true;
     }
 
     /// Compares what a (re-)registering agent runs with what the master expects on that node: tasks the
@@ -166,8 +108,11 @@ impl Master {
                 self.apply_status(&key, status, None);
             }
         }
-        let expected: Vec<TaskKey> =
-            self.nodes[&node].tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect();
+        let expected: Vec<TaskKey> = self
+            .nodes
+            .get(node)
+            .map(|n| n.tasks().iter().filter(|k| !seen.contains(*k)).cloned().collect())
+            .unwrap_or_default();
         for key in expected {
             let task = &self.tasks[&key];
             if let Some((_, reason)) = task.kill_requested {
@@ -176,7 +121,7 @@ impl Master {
                     self.synthetic_status(&key, TaskState::Killed, reason, "killed while its agent was away");
                 self.apply_status(&key, status, None);
             } else if task.status.state == TaskState::Staging {
-                let framework = self.frameworks[&key.0].name.clone();
+                let framework = self.frameworks.name(key.0).to_string();
                 let spec = task.spec.unpack();
                 self.send_to_node(node, ToAgent::Launch(pb::LaunchTask { framework, task: Some(spec) }));
             } else {
@@ -247,47 +192,35 @@ impl Master {
             healthy: report.healthy,
             exit_code: report.exit_code,
             node: Some(node),
-            hostname: self.nodes.get(&node).map(|n| n.hostname.clone()),
+            hostname: self.nodes.get(node).map(|n| n.hostname.clone()),
             ports: task.resources.ports.clone(),
             timestamp_ms: if report.timestamp_ms > 0 { report.timestamp_ms } else { unix_ms() },
         }
     }
 
     pub(super) fn agent_disconnected(&mut self, connection: u64) {
-        self.pending_connections.remove(&connection);
-        if let Some(node) = self.connections.remove(&connection)
-            && let Some(n) = self.nodes.get_mut(&node)
-            && n.connection.as_ref().is_some_and(|(c, _)| *c == connection)
-        {
-            n.connection = None;
-            tracing::info!(target: "berth.master", agent = %n.agent_id, "agent disconnected");
-            self.close_log_streams(node, "the agent disconnected");
+        if let Some(node) = self.nodes.disconnected(connection) {
+            let agent = self.nodes.get(node).map(|n| n.agent_id.clone()).unwrap_or_default();
+            tracing::info!(target: "berth.master", %agent, "agent disconnected");
+            self.logs.close_node(node, "the agent disconnected");
+            self.rescind_node(node, "its agent disconnected");
         }
     }
 
     /// Nodes silent past the agent timeout become unreachable and their tasks lost.
     pub(super) fn check_agents(&mut self, now: Instant) {
-        let timeout = self.config.agent_timeout;
-        let silent: Vec<u32> = self
-            .nodes
-            .values()
-            .filter(|n| n.state != NodeState::Unreachable && now.duration_since(n.last_seen) > timeout)
-            .map(|n| n.id)
-            .collect();
-        for node in silent {
+        for node in self.nodes.silent(now, self.config.agent_timeout) {
             self.node_lost(node);
         }
     }
 
     fn node_lost(&mut self, node: u32) {
-        self.close_log_streams(node, "the agent is unreachable");
-        let Some(n) = self.nodes.get_mut(&node) else { return };
-        n.state = NodeState::Unreachable;
-        if let Some((connection, _)) = n.connection.take() {
-            self.connections.remove(&connection);
-        }
+        self.logs.close_node(node, "the agent is unreachable");
+        self.rescind_node(node, "its agent is unreachable");
+        self.nodes.unreachable(node);
+        let Some(n) = self.nodes.get(node) else { return };
         let agent = n.agent_id.clone();
-        let tasks: Vec<TaskKey> = n.tasks.iter().cloned().collect();
+        let tasks: Vec<TaskKey> = n.tasks().iter().cloned().collect();
         tracing::warn!(target: "berth.master", %agent, tasks = tasks.len(), timeout = ?self.config.agent_timeout,
             "agent unreachable; its tasks are lost");
         let message = format!("agent {agent} was not heard from for {:?}", self.config.agent_timeout);
@@ -295,28 +228,20 @@ impl Master {
             let status = self.synthetic_status(&key, TaskState::Lost, TaskReason::AgentLost, &message);
             self.apply_status(&key, status, None);
         }
-        self.cycle_wanted = true;
+        self.cycles.wanted = true;
     }
 
     /// Stops offering a node and kills its tasks, so their frameworks place them elsewhere. Returns how
     /// many tasks were killed.
-    pub fn drain_node(&mut self, node: u32) -> u32 {
-        let Some(n) = self.nodes.get_mut(&node) else { return 0 };
-        if n.state == NodeState::Active {
-            n.state = NodeState::Draining;
-        }
-        let record = AgentRecord {
-            hostname: n.hostname.clone(),
-            resources: n.total.clone(),
-            attributes: n.attributes.clone(),
-            allow_privileged: n.allow_privileged,
-            allow_host_mounts: n.allow_host_mounts,
-            backend: n.backend.clone(),
-            draining: true,
-        };
+    pub(super) fn drain_node(&mut self, node: u32) -> u32 {
+        self.nodes.drain(node);
+        self.rescind_node(node, "it is being drained");
+        let Some(n) = self.nodes.get(node) else { return 0 };
+        let mut record = n.record();
+        record.draining = true;
         let agent = n.agent_id.clone();
-        let tasks: Vec<TaskKey> = n.tasks.iter().cloned().collect();
-        self.batch.put_agent(&agent, &record);
+        let tasks: Vec<TaskKey> = n.tasks().iter().cloned().collect();
+        self.effects.batch.put_agent(&agent, &record);
         for key in &tasks {
             self.kill(key, None, TaskReason::NodeDrained);
         }

@@ -1,237 +1,324 @@
-//! The offer cycle: frameworks' demand, the cluster view, the allocator's grants, offers, and the
-//! frameworks' decisions, each checked before it takes effect.
+//! The offer cycle, in stages that never make the master thread wait:
+//!
+//! 1. **Demand.** Frameworks that take part are asked for their demand; the cycle waits for their answers
+//!    until `demand_wait`, then goes on with the last demand known of any that has not answered.
+//! 2. **Allocation.** The allocator is called on a worker with the cluster view: the schedulable nodes (what
+//!    is neither used nor on offer), the frameworks with what they hold and have on offer and their demand,
+//!    and the decline filters.
+//! 3. **Offers.** Its grants are checked against the cluster as it is when they come back and merged into one
+//!    offer per framework and node; each holds its resources until the framework answers (or it expires).
+//!    A framework's answer is checked launch by launch before anything starts.
+//!
+//! Failures of plugins are contained: a failed allocator makes an empty cycle, a failed framework's offers go
+//! back to the pool.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::calls::Job;
 use super::core::Master;
-use super::query::CycleView;
-use super::state::Node;
+use super::history::Stage;
+use super::offers::Outstanding;
+use super::tasks::blank_status;
+use super::types::FastSet;
 use super::validate::{self, NodePolicy};
+use super::views::CycleView;
 use crate::model::{ResourcesExt, unix_ms};
 use crate::runtime::bindings::{
-    ClusterView, Decision, DeclineFilter, Framework as ViewFramework, Grants, Node as ViewNode, Offer,
-    Resources, TaskReason, TaskShape, TaskSpec, TaskState,
+    ClusterView, Decision, DeclineFilter, Framework as ViewFramework, Grants, Resources, TaskReason,
+    TaskShape, TaskSpec, TaskState,
 };
-
-/// An offer between the grant that made it and the decision that answers it.
-struct PendingOffer {
-    framework: u32,
-    node: u32,
-    resources: Resources,
-}
+use crate::runtime::{CallError, Version};
 
 impl Master {
-    /// Runs one cycle. Failures of plugins are contained: a failed allocator makes an empty cycle, a
-    /// failed framework gets no offers this cycle.
-    pub(super) fn cycle(&mut self) {
-        let started = Instant::now();
-        self.cycle_wanted = false;
-        self.last_cycle = started;
-        self.cycle_count += 1;
-        let mut record = CycleView {
-            number: self.cycle_count,
+    /// Starts a cycle when one is due, and moves the current one along.
+    pub(super) fn advance_cycle(&mut self, now: Instant) {
+        match &self.cycles.stage {
+            Stage::Idle => {
+                let since = now.duration_since(self.cycles.last_start);
+                if (self.cycles.wanted && since >= self.config.cycle_min_gap)
+                    || since >= self.config.cycle_interval
+                {
+                    self.begin_cycle(now);
+                }
+            }
+            Stage::Demand { waiting, until } => {
+                if waiting.is_empty() || now >= *until {
+                    self.allocate(now);
+                }
+            }
+            Stage::Allocating => {}
+        }
+    }
+
+    /// Stage 1: asks every framework that takes part and holds no offers for its demand.
+    fn begin_cycle(&mut self, now: Instant) {
+        let _span = tracing::debug_span!("berth.master.cycle", number = self.cycles.number + 1).entered();
+        self.cycles.number += 1;
+        self.cycles.wanted = false;
+        self.cycles.last_start = now;
+        self.cycles.current = CycleView {
+            number: self.cycles.number,
             at_ms: unix_ms(),
-            allocator: self.allocator.clone(),
+            allocator: self.choices.allocator.clone(),
             ..CycleView::default()
         };
+        let mut waiting = FastSet::default();
+        for f in self.frameworks.iter_mut() {
+            if f.participates(now) && !f.record.suppressed && !self.offers.holds(f.id) {
+                f.wants_demand = true;
+                waiting.insert(f.id);
+            }
+        }
+        self.cycles.stage = Stage::Demand { waiting, until: now + self.config.demand_wait };
+        self.advance_cycle(now);
+    }
 
-        let (demand, capped) = self.collect_demand(started);
-        self.node_views.refresh(self.nodes.values().filter(|n| n.schedulable()));
-        let nodes = std::mem::take(&mut self.node_views.nodes);
-        let view = self.view(nodes, demand);
-        record.nodes = view.nodes.len() as u32;
-        record.frameworks = view.frameworks.len() as u32;
-        let checked = self.allocate(&view, &mut record).map(|grants| check_grants(&view, &grants));
-        // The nodes go back for the next cycle to update.
-        self.node_views.nodes = view.nodes;
-        let Some((merged, refused)) = checked else {
-            record.duration_us = started.elapsed().as_micros() as u64;
-            self.record_cycle(record);
+    /// A framework's answer to `demand`, capped at `max_launches_per_cycle`.
+    pub(super) fn demand_answered(&mut self, id: u32, mut shapes: Vec<TaskShape>) {
+        let capped = cap_demand(&mut shapes, self.config.max_launches_per_cycle);
+        if let Some(f) = self.frameworks.get_mut(id) {
+            f.demand = shapes;
+            f.demand_capped = capped;
+        }
+        if let Stage::Demand { waiting, .. } = &mut self.cycles.stage {
+            waiting.remove(&id);
+        }
+    }
+
+    /// A framework will not answer `demand` this cycle (its call failed, it went away).
+    pub(super) fn demand_missing(&mut self, id: u32) {
+        if let Stage::Demand { waiting, .. } = &mut self.cycles.stage {
+            waiting.remove(&id);
+        }
+    }
+
+    /// Stage 2: hands the allocator the view, unless there is nothing to allocate.
+    fn allocate(&mut self, now: Instant) {
+        let current = &mut self.cycles.current;
+        let Some(allocator) = self.registry.get(&self.choices.allocator) else {
+            current.error = Some(format!("no allocator plugin named `{}`", self.choices.allocator));
+            tracing::error!(target: "berth.master", allocator = %self.choices.allocator, "the allocator plugin is missing");
+            self.end_cycle(now);
             return;
         };
-        record.refused_grants = refused;
-        if record.refused_grants > 0 {
-            tracing::warn!(target: "berth.master", allocator = %self.allocator, refused = record.refused_grants,
-                "the allocator returned grants that do not fit the view");
-        }
-
-        let mut by_framework: BTreeMap<u32, Vec<(u64, PendingOffer)>> = BTreeMap::new();
-        for ((framework, node), resources) in merged {
-            let id = self.next_offer_id;
-            self.next_offer_id += 1;
-            by_framework
-                .entry(framework)
-                .or_default()
-                .push((id, PendingOffer { framework, node, resources }));
-        }
-        record.offers = by_framework.values().map(|o| o.len() as u32).sum();
-
-        for (framework, offers) in by_framework {
-            let (launched, refused) = self.offer(framework, offers);
-            record.launched += launched;
-            record.refused_tasks += refused;
-        }
-        if capped && record.launched > 0 {
-            // Demand was left out of this cycle and the cycle made progress: ask for the rest as soon as
-            // the minimum gap allows. A cycle that launched nothing waits for the usual triggers instead,
-            // so a backlog that does not fit the cluster does not spin the master.
-            self.cycle_wanted = true;
-        }
-        record.duration_us = started.elapsed().as_micros() as u64;
-        self.record_cycle(record);
-    }
-
-    /// Each callable, unsuppressed framework's demand, capped at `max_launches_per_cycle`; and whether
-    /// the cap left any out.
-    fn collect_demand(&mut self, now: Instant) -> (HashMap<u32, Vec<TaskShape>>, bool) {
-        let ids: Vec<u32> = self
+        let (nodes, revisions) = self.nodes.take_views();
+        let frameworks: Vec<ViewFramework> = self
             .frameworks
-            .values()
-            .filter(|f| !f.record.suppressed)
-            .map(|f| f.id)
-            .filter(|&id| self.callable(id, now))
-            .collect();
-        let mut demand = HashMap::with_capacity(ids.len());
-        let mut capped = false;
-        for id in ids {
-            if let Ok(mut shapes) = self.call_framework(id, |instance| instance.demand()) {
-                capped |= cap_demand(&mut shapes, self.config.max_launches_per_cycle);
-                demand.insert(id, shapes);
-            }
-        }
-        (demand, capped)
-    }
-
-    /// Calls the allocator on the view, unless there is nothing to allocate. `None`: no grants this
-    /// cycle, and the record says why if something failed.
-    fn allocate(&self, view: &ClusterView, record: &mut CycleView) -> Option<Grants> {
-        if view.nodes.is_empty() || view.frameworks.is_empty() {
-            return None;
-        }
-        let Some(allocator) = self.registry.get(&self.allocator) else {
-            record.error = Some(format!("no allocator plugin named `{}`", self.allocator));
-            tracing::error!(target: "berth.master", allocator = %self.allocator, "the allocator plugin is missing");
-            return None;
-        };
-        let allocate_started = Instant::now();
-        // The revisions spare the allocator's runtime reading the nodes that did not change.
-        match allocator.allocate_revised(view, Some(&self.node_views.revisions)) {
-            Ok((version, grants)) => {
-                record.allocator_version = version;
-                record.allocate_us = allocate_started.elapsed().as_micros() as u64;
-                record.grants = grants.len() as u32;
-                Some(grants)
-            }
-            Err(e) => {
-                record.allocator_version = allocator.active().number;
-                record.error = Some(format!("allocator failed: {e}"));
-                None
-            }
-        }
-    }
-
-    /// The allocator's input: the schedulable nodes (as `NodeViews::refresh` left them), callable
-    /// frameworks and active filters.
-    fn view(&self, nodes: Vec<ViewNode>, mut demand: HashMap<u32, Vec<TaskShape>>) -> ClusterView {
-        let now = Instant::now();
-        let frameworks = self
-            .frameworks
-            .values()
-            .filter(|f| self.callable(f.id, now))
-            .map(|f| ViewFramework {
-                id: f.id,
-                name: f.name.clone(),
-                role: f.record.role.clone(),
-                weight: f.record.weight,
-                allocated: f.allocated.clone(),
-                suppressed: f.record.suppressed,
-                demand: demand.remove(&f.id).unwrap_or_default(),
+            .iter()
+            .filter(|f| f.participates(now))
+            .map(|f| {
+                let mut allocated = f.allocated().clone();
+                let holding = match self.offers.offered_to(f.id) {
+                    Some(offered) => {
+                        allocated.add(offered);
+                        true
+                    }
+                    None => false,
+                };
+                ViewFramework {
+                    id: f.id,
+                    name: f.name.clone(),
+                    role: f.record.role.clone(),
+                    weight: f.record.weight,
+                    allocated,
+                    suppressed: f.record.suppressed,
+                    // A framework still deciding on offers asks for nothing more until it answers.
+                    demand: if holding || f.record.suppressed { Vec::new() } else { f.demand.clone() },
+                }
             })
             .collect();
         let now_ms = unix_ms();
         let mut filters: Vec<DeclineFilter> = self
-            .filters
-            .iter()
-            .filter(|&(_, &expires)| expires > now_ms)
-            .filter_map(|((framework, agent), &expires)| {
-                self.agents.get(agent).map(|&node| DeclineFilter {
-                    framework: *framework,
-                    node,
-                    expires_ms: expires,
-                })
+            .offers
+            .filters(now_ms)
+            .filter_map(|(framework, agent, expires_ms)| {
+                self.nodes.by_agent(agent).map(|node| DeclineFilter { framework, node, expires_ms })
             })
             .collect();
         filters.sort_by_key(|f| (f.framework, f.node));
-        ClusterView { nodes, frameworks, filters, now_ms }
+        let view = ClusterView { nodes, frameworks, filters, now_ms };
+        current.nodes = view.nodes.len() as u32;
+        current.frameworks = view.frameworks.len() as u32;
+        if view.nodes.is_empty() || view.frameworks.is_empty() {
+            self.nodes.return_views(view.nodes, revisions);
+            self.end_cycle(now);
+            return;
+        }
+        let version = allocator.active();
+        current.allocator_version = version.number;
+        self.calls.run(Job::Allocate { version, view, revisions, cycle: self.cycles.number });
+        self.cycles.stage = Stage::Allocating;
     }
 
-    /// Hands one framework its offers and applies its decisions. Returns (tasks launched, tasks refused).
-    fn offer(&mut self, framework: u32, offers: Vec<(u64, PendingOffer)>) -> (u32, u32) {
-        let abi_offers: Vec<Offer> = offers
-            .iter()
-            .map(|(id, o)| {
-                let node = &self.nodes[&o.node];
-                Offer {
-                    id: *id,
-                    node: o.node,
-                    hostname: node.hostname.clone(),
-                    attributes: node.attributes.clone(),
-                    resources: o.resources.clone(),
-                }
-            })
-            .collect();
-        let mut pending: HashMap<u64, PendingOffer> = offers.into_iter().collect();
-        let decisions = match self.call_framework(framework, |instance| instance.offers(&abi_offers)) {
-            Ok(decisions) => decisions,
-            // The offers simply go back to the pool.
-            Err(_) => return (0, 0),
+    /// Stage 3: the allocator answered. Its grants become offers, queued for their frameworks.
+    pub(super) fn allocated(
+        &mut self,
+        version: &std::sync::Arc<Version>,
+        view: ClusterView,
+        revisions: Vec<u64>,
+        result: Result<Grants, CallError>,
+        took: Duration,
+    ) {
+        let frameworks = view.frameworks.len();
+        self.nodes.return_views(view.nodes, revisions);
+        let now = Instant::now();
+        self.cycles.current.allocate_us = took.as_micros() as u64;
+        let grants = match result {
+            Ok(grants) => grants,
+            Err(e) => {
+                self.cycles.current.error = Some(format!("allocator failed: {e}"));
+                self.plugin_failed(version, &e);
+                self.end_cycle(now);
+                return;
+            }
         };
-        let (mut launched, mut refused) = (0, 0);
+        self.plugin_succeeded(version);
+        self.cycles.current.grants = grants.len() as u32;
+        let (merged, refused) = self.check_grants(&grants, now);
+        self.cycles.current.refused_grants = refused;
+        if refused > 0 {
+            tracing::warn!(target: "berth.master", allocator = %self.choices.allocator, refused,
+                "the allocator returned grants that do not fit the cluster");
+        }
+        let expires = now + self.config.offer_timeout;
+        for ((framework, node), resources) in merged {
+            let Some(n) = self.nodes.get(node) else { continue };
+            let (hostname, attributes) = (n.hostname.clone(), n.attributes.clone());
+            self.nodes.offer(node, &resources);
+            let offer = Outstanding { framework, node, resources, cycle: self.cycles.number, expires };
+            self.offers.make(offer, hostname, attributes);
+            self.cycles.current.offers += 1;
+        }
+        tracing::debug!(target: "berth.master", cycle = self.cycles.number, frameworks, grants = grants.len(),
+            offers = self.cycles.current.offers, "allocated");
+        self.end_cycle(now);
+    }
+
+    fn end_cycle(&mut self, now: Instant) {
+        self.cycles.current.duration_us = now.duration_since(self.cycles.last_start).as_micros() as u64;
+        self.cycles.record();
+        self.cycles.stage = Stage::Idle;
+    }
+
+    /// Checks the grants against the cluster as it is now (see [`check_grants`]).
+    fn check_grants(&self, grants: &Grants, now: Instant) -> (BTreeMap<(u32, u32), Resources>, u32) {
+        let eligible: HashMap<u32, bool> =
+            self.frameworks.iter().map(|f| (f.id, f.participates(now) && !f.record.suppressed)).collect();
+        let filtered: HashSet<(u32, u32)> = self
+            .offers
+            .filters(unix_ms())
+            .filter_map(|(framework, agent, _)| self.nodes.by_agent(agent).map(|node| (framework, node)))
+            .collect();
+        check_grants(
+            grants,
+            |f| eligible.get(&f).copied().unwrap_or(false),
+            &filtered,
+            |node| self.nodes.get(node).filter(|n| n.schedulable()).map(|n| n.available()),
+        )
+    }
+
+    /// A framework answered its offers: each launch is checked and started, or refused with a status
+    /// naming why; declined offers install filters; offers neither used nor declined are declined with the
+    /// default filter.
+    pub(super) fn offers_answered(&mut self, framework: u32, sent: Vec<u64>, decisions: Vec<Decision>) {
+        let mut pending: HashSet<u64> = sent.into_iter().collect();
+        let (mut launched, mut refused) = (HashMap::<u64, u32>::new(), HashMap::<u64, u32>::new());
         for decision in decisions {
             match decision {
                 Decision::Launch(launch) => {
-                    let Some(offer) = pending.remove(&launch.offer) else {
-                        refused += launch.tasks.len() as u32;
+                    pending.remove(&launch.offer);
+                    let Some(offer) = self.offers.answer(launch.offer).filter(|o| o.framework == framework)
+                    else {
                         let reason = format!("offer {} is unknown, expired, or already used", launch.offer);
                         self.refuse(framework, &launch.tasks, &reason);
                         continue;
                     };
-                    debug_assert_eq!(offer.framework, framework);
+                    self.nodes.unoffer(offer.node, &offer.resources);
                     match self.check_launch(framework, &offer, &launch.tasks) {
                         Ok(()) => {
-                            launched += launch.tasks.len() as u32;
+                            *launched.entry(offer.cycle).or_default() += launch.tasks.len() as u32;
                             for task in launch.tasks {
                                 self.launch_task(framework, offer.node, task);
                             }
                         }
                         Err(reason) => {
-                            refused += launch.tasks.len() as u32;
-                            self.refuse(
-                                framework,
-                                &launch.tasks,
-                                &format!("launch on offer {} refused: {reason}", launch.offer),
-                            );
+                            *refused.entry(offer.cycle).or_default() += launch.tasks.len() as u32;
+                            let reason = format!("launch on offer {} refused: {reason}", launch.offer);
+                            self.refuse(framework, &launch.tasks, &reason);
                         }
                     }
                 }
                 Decision::Decline(decline) => {
-                    if let Some(offer) = pending.remove(&decline.offer) {
+                    pending.remove(&decline.offer);
+                    if let Some(offer) =
+                        self.offers.answer(decline.offer).filter(|o| o.framework == framework)
+                    {
+                        self.nodes.unoffer(offer.node, &offer.resources);
                         self.add_filter(framework, offer.node, decline.refuse_seconds);
                     }
                 }
             }
         }
         // Offers the framework neither used nor declined are declined with the default filter.
-        for (_, offer) in pending {
-            self.add_filter(framework, offer.node, self.config.default_refuse_seconds);
+        for id in pending {
+            if let Some(offer) = self.offers.answer(id) {
+                self.nodes.unoffer(offer.node, &offer.resources);
+                self.add_filter(framework, offer.node, self.config.default_refuse_seconds);
+            }
         }
-        (launched, refused)
+        let any_launched = launched.values().any(|&n| n > 0);
+        for (cycle, n) in launched {
+            self.cycles.update(cycle, |v| v.launched += n);
+        }
+        for (cycle, n) in refused {
+            self.cycles.update(cycle, |v| v.refused_tasks += n);
+        }
+        if any_launched && self.frameworks.get(framework).is_some_and(|f| f.demand_capped) {
+            // Demand was left out of the cycle and the cycle made progress: ask for the rest as soon as the
+            // minimum gap allows. A cycle that launched nothing waits for the usual triggers instead, so a
+            // backlog that does not fit the cluster does not spin the master.
+            self.cycles.wanted = true;
+        }
     }
 
-    fn check_launch(&self, framework: u32, offer: &PendingOffer, tasks: &[TaskSpec]) -> Result<(), String> {
-        let node = self.nodes.get(&offer.node).ok_or("the offer's node is gone")?;
+    /// Offers sent to a framework whose call failed go back to the pool, unfiltered.
+    pub(super) fn offers_returned(&mut self, sent: Vec<u64>) {
+        for id in sent {
+            if let Some(offer) = self.offers.answer(id) {
+                self.nodes.unoffer(offer.node, &offer.resources);
+            }
+        }
+        self.cycles.wanted = true;
+    }
+
+    /// Rescinds offers that went unanswered past the offer timeout.
+    pub(super) fn expire_offers(&mut self, now: Instant) {
+        let expired = self.offers.rescind(|_, o| o.expires <= now);
+        if !expired.is_empty() {
+            tracing::warn!(target: "berth.master", offers = expired.len(), timeout = ?self.config.offer_timeout,
+                "offers went unanswered past the offer timeout; rescinded");
+            for (_, offer) in expired {
+                self.nodes.unoffer(offer.node, &offer.resources);
+            }
+            self.cycles.wanted = true;
+        }
+    }
+
+    /// Rescinds the offers on a node that is going away.
+    pub(super) fn rescind_node(&mut self, node: u32, why: &str) {
+        let gone = self.offers.rescind(|_, o| o.node == node);
+        if !gone.is_empty() {
+            tracing::debug!(target: "berth.master", node, offers = gone.len(), why, "offers rescinded");
+            for (_, offer) in gone {
+                self.nodes.unoffer(offer.node, &offer.resources);
+            }
+        }
+    }
+
+    fn check_launch(&self, framework: u32, offer: &Outstanding, tasks: &[TaskSpec]) -> Result<(), String> {
+        let node = self.nodes.get(offer.node).ok_or("the offer's node is gone")?;
         if !node.schedulable() {
             return Err(format!("node {} is no longer available (the offer was rescinded)", node.hostname));
         }
@@ -242,21 +329,15 @@ impl Master {
 
     /// Tells the framework (through `status`) that these tasks were not launched, and why.
     fn refuse(&mut self, framework: u32, tasks: &[TaskSpec], reason: &str) {
-        let name = self.frameworks.get(&framework).map(|f| f.name.clone()).unwrap_or_default();
-        tracing::warn!(target: "berth.master", framework = %name, tasks = tasks.len(), %reason, "launch refused");
-        let statuses: Vec<_> = tasks
-            .iter()
-            .map(|t| {
-                self.blank_status(
-                    &t.id,
-                    TaskState::Error,
-                    Some(TaskReason::InvalidLaunch),
-                    reason.to_string(),
-                )
-            })
-            .collect();
-        if let Some(f) = self.frameworks.get_mut(&framework) {
-            f.pending.extend(statuses);
+        let Some(f) = self.frameworks.get_mut(framework) else { return };
+        tracing::warn!(target: "berth.master", framework = %f.name, tasks = tasks.len(), %reason, "launch refused");
+        for t in tasks {
+            f.pending.push(blank_status(
+                &t.id,
+                TaskState::Error,
+                Some(TaskReason::InvalidLaunch),
+                reason.to_string(),
+            ));
         }
     }
 
@@ -265,80 +346,74 @@ impl Master {
         if seconds == 0 {
             return;
         }
-        let (Some(f), Some(n)) = (self.frameworks.get(&framework), self.nodes.get(&node)) else { return };
+        let (Some(f), Some(n)) = (self.frameworks.get(framework), self.nodes.get(node)) else { return };
         let expires = unix_ms() + u64::from(seconds) * 1000;
-        let key = (framework, n.agent_id.clone());
-        if self.filters.get(&key).is_some_and(|&e| e >= expires) {
-            return;
+        if self.offers.filter(framework, &n.agent_id, expires) {
+            self.effects.batch.filter(&f.name, &n.agent_id, Some(expires));
         }
-        self.batch.filter(&f.name, &n.agent_id, Some(expires));
-        self.filters.insert(key, expires);
     }
-}
 
-/// The nodes of the allocator's view as the last cycle left them, each with the revision of the node it
-/// was made from (`Node::revision`). A cycle remakes only the views whose node changed since: at 10,000
-/// nodes, copying every node's hostname, resources and attributes each cycle was 10,000 sets of
-/// allocations and frees, for the few hundred nodes a cycle's launches and task ends touch.
-#[derive(Default)]
-pub(super) struct NodeViews {
-    nodes: Vec<ViewNode>,
-    /// `revisions[i]` is the revision `nodes[i]` was made at; the allocator's runtime reads them too.
-    revisions: Vec<u64>,
-}
-
-impl NodeViews {
-    /// Brings the views up to date with `current`, the schedulable nodes in id order: a node whose view
-    /// has its revision keeps it, any other gets a new one, and views of nodes not in `current` are
-    /// dropped. Returns how many views were made or remade.
-    fn refresh<'a>(&mut self, current: impl Iterator<Item = &'a Node> + Clone) -> usize {
-        let mut made = 0;
-        if current.clone().map(|n| n.id).eq(self.nodes.iter().map(|v| v.id)) {
-            // The same nodes as last cycle, the usual case: update the changed ones in place.
-            for ((node, view), revision) in current.zip(&mut self.nodes).zip(&mut self.revisions) {
-                if *revision != node.revision {
-                    update_view(view, node);
-                    *revision = node.revision;
-                    made += 1;
-                }
+    /// Drops expired decline filters.
+    pub(super) fn expire_filters(&mut self) {
+        let now_ms = unix_ms();
+        let expired = self.offers.clear_filters(|_, _, expires| expires <= now_ms);
+        for (framework, agent) in expired {
+            if let Some(f) = self.frameworks.get(framework) {
+                self.effects.batch.filter(&f.name, &agent, None);
             }
-            return made;
+            self.cycles.wanted = true;
         }
-        // Nodes came or went: rebuild the list, moving the views that are still current.
-        let (nodes, revisions) = (std::mem::take(&mut self.nodes), std::mem::take(&mut self.revisions));
-        let mut old = nodes.into_iter().zip(revisions).peekable();
-        for node in current {
-            while old.next_if(|(view, _)| view.id < node.id).is_some() {}
-            let view = match old.next_if(|(view, revision)| view.id == node.id && *revision == node.revision)
-            {
-                Some((view, _)) => view,
-                None => {
-                    made += 1;
-                    let mut view = ViewNode {
-                        id: node.id,
-                        hostname: String::new(),
-                        total: Resources::zero(),
-                        available: Resources::zero(),
-                        attributes: Vec::new(),
-                    };
-                    update_view(&mut view, node);
-                    view
-                }
-            };
-            self.nodes.push(view);
-            self.revisions.push(node.revision);
-        }
-        made
     }
 }
 
-/// Makes `view` show `node`, reusing its allocations where it can.
-fn update_view(view: &mut ViewNode, node: &Node) {
-    view.id = node.id;
-    view.hostname.clone_from(&node.hostname);
-    view.total.clone_from(&node.total);
-    view.available = node.available();
-    view.attributes.clone_from(&node.attributes);
+/// Checks each grant and merges the grants into one offer per framework and node. A grant is refused (and
+/// counted) if its framework is not `eligible` (it does not take part in cycles now, or is suppressed), if
+/// the framework declined the node (`filtered`), if it is empty, if its node is not schedulable
+/// (`available` answers `None`), or if it asks for more than the node has left after the grants before it.
+///
+/// Only the nodes the grants name are looked at: what they have left is asked for at their first grant.
+fn check_grants(
+    grants: &Grants,
+    eligible: impl Fn(u32) -> bool,
+    filtered: &HashSet<(u32, u32)>,
+    available: impl Fn(u32) -> Option<Resources>,
+) -> (BTreeMap<(u32, u32), Resources>, u32) {
+    let mut free: HashMap<u32, Option<Resources>> = HashMap::new();
+    let mut merged: BTreeMap<(u32, u32), Resources> = BTreeMap::new();
+    let mut refused = 0;
+    for grant in grants.iter() {
+        let refusal = if !eligible(grant.framework) {
+            Some("unknown or suppressed framework")
+        } else if filtered.contains(&(grant.framework, grant.node)) {
+            Some("the framework declined this node")
+        } else if grant.scalars.is_zero() && grant.ports.is_empty() {
+            Some("an empty grant")
+        } else {
+            let left = match free.entry(grant.node) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(available(grant.node)),
+            };
+            match left {
+                Some(left) if left.contains_parts(&grant.scalars, grant.ports) => {
+                    left.remove_parts(&grant.scalars, grant.ports);
+                    None
+                }
+                Some(_) => Some("more than the node has available"),
+                None => Some("a node that is not schedulable"),
+            }
+        };
+        if let Some(reason) = refusal {
+            refused += 1;
+            tracing::debug!(target: "berth.master", framework = grant.framework, node = grant.node, reason,
+                "grant refused");
+            continue;
+        }
+        merged
+            .entry((grant.framework, grant.node))
+            .or_insert_with(Resources::zero)
+            .add_parts(&grant.scalars, grant.ports);
+    }
+    (merged, refused)
 }
 
 /// Keeps the first `cap` tasks of a framework's demand, in the framework's order: the allocator sizes
@@ -356,70 +431,10 @@ fn cap_demand(shapes: &mut Vec<TaskShape>, cap: u32) -> bool {
     cut
 }
 
-/// Checks each grant against the view and merges the grants into one offer per framework and node. A
-/// grant is refused (and counted) if its framework is unknown or suppressed, if the framework declined the
-/// node, if it is empty, if its node is not in the view, or if it asks for more than the node has left after
-/// the grants before it.
-///
-/// Only the nodes the grants name are looked at: their ids are found in the view's nodes (sorted by id,
-/// as `Master::view` makes them) and what they have left is copied when their first grant comes. A copy of
-/// every node's resources per cycle was 10,000 clones and hash inserts at 10,000 nodes, for the few
-/// hundred nodes a cycle grants on.
-fn check_grants(view: &ClusterView, grants: &Grants) -> (BTreeMap<(u32, u32), Resources>, u32) {
-    debug_assert!(view.nodes.is_sorted_by_key(|n| n.id), "the view's nodes are sorted by id");
-    let eligible: HashMap<u32, bool> = view.frameworks.iter().map(|f| (f.id, !f.suppressed)).collect();
-    let filtered: HashSet<(u32, u32)> = view.filters.iter().map(|f| (f.framework, f.node)).collect();
-    let mut free: HashMap<u32, Resources> = HashMap::new();
-    let mut merged: BTreeMap<(u32, u32), Resources> = BTreeMap::new();
-    let mut refused = 0;
-    for grant in grants.iter() {
-        let refusal = if !eligible.get(&grant.framework).copied().unwrap_or(false) {
-            Some("unknown or suppressed framework")
-        } else if filtered.contains(&(grant.framework, grant.node)) {
-            Some("the framework declined this node")
-        } else if grant.scalars.is_zero() && grant.ports.is_empty() {
-            Some("an empty grant")
-        } else {
-            // What the node has left, copied from the view at its first grant; `None`: not in the view.
-            let available = match free.entry(grant.node) {
-                Entry::Occupied(entry) => Some(entry.into_mut()),
-                Entry::Vacant(entry) => view
-                    .nodes
-                    .binary_search_by_key(&grant.node, |n| n.id)
-                    .ok()
-                    .map(|at| entry.insert(view.nodes[at].available.clone())),
-            };
-            match available {
-                Some(available) if available.contains_parts(&grant.scalars, grant.ports) => {
-                    available.remove_parts(&grant.scalars, grant.ports);
-                    None
-                }
-                Some(_) => Some("more than the node has available"),
-                None => Some("a node not in the view"),
-            }
-        };
-        if let Some(reason) = refusal {
-            refused += 1;
-            tracing::debug!(target: "berth.master", framework = grant.framework, node = grant.node, reason,
-                "grant refused");
-            continue;
-        }
-        merged
-            .entry((grant.framework, grant.node))
-            .or_insert_with(Resources::zero)
-            .add_parts(&grant.scalars, grant.ports);
-    }
-    (merged, refused)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::{Attribute, Grant, PortRange};
-
-    fn shape(milli_cpus: u64, count: u32) -> TaskShape {
-        TaskShape { milli_cpus, mem_mib: 32, disk_mib: 0, gpus: 0, ports: 1, count }
-    }
+    use crate::runtime::bindings::{Grant, PortRange};
 
     fn cpus(milli_cpus: u64) -> Resources {
         Resources { milli_cpus, mem_mib: 0, disk_mib: 0, gpus: 0, ports: vec![] }
@@ -431,32 +446,16 @@ mod tests {
 
     #[test]
     fn grants_are_checked_against_what_each_node_has_left_and_merged() {
-        let node = |id| ViewNode {
-            id,
-            hostname: format!("node-{id}"),
-            total: cpus(1_000),
-            available: Resources { ports: vec![PortRange { begin: 31000, end: 31009 }], ..cpus(1_000) },
-            attributes: vec![],
-        };
         let with_ports = |milli_cpus, ports: &[(u16, u16)]| Resources {
             ports: ports.iter().map(|&(begin, end)| PortRange { begin, end }).collect(),
             ..cpus(milli_cpus)
         };
-        let framework = |id, suppressed| ViewFramework {
-            id,
-            name: format!("f{id}"),
-            role: "*".into(),
-            weight: 1.0,
-            allocated: cpus(0),
-            suppressed,
-            demand: vec![],
+        let available = |node: u32| {
+            [1, 2, 4]
+                .contains(&node)
+                .then(|| Resources { ports: vec![PortRange { begin: 31000, end: 31009 }], ..cpus(1_000) })
         };
-        let view = ClusterView {
-            nodes: vec![node(1), node(2), node(4)],
-            frameworks: vec![framework(10, false), framework(11, true)],
-            filters: vec![DeclineFilter { framework: 10, node: 2, expires_ms: u64::MAX }],
-            now_ms: 0,
-        };
+        let filtered: HashSet<(u32, u32)> = [(10, 2)].into();
         let grants = vec![
             grant(10, 1, with_ports(600, &[(31000, 31001)])),
             grant(10, 1, cpus(600)),                        // node 1 has 400 left
@@ -470,7 +469,7 @@ mod tests {
             grant(10, 4, cpus(0)), // empty
             grant(10, 4, cpus(1)), // node 4 is full
         ];
-        let (merged, refused) = check_grants(&view, &Grants::from_list(&grants));
+        let (merged, refused) = check_grants(&Grants::from_list(&grants), |f| f == 10, &filtered, available);
         assert_eq!(refused, 8);
         assert_eq!(
             merged.into_iter().collect::<Vec<_>>(),
@@ -478,62 +477,8 @@ mod tests {
         );
     }
 
-    fn node(id: u32, revision: u64, used: u64) -> Node {
-        Node {
-            hostname: format!("node-{id}"),
-            total: cpus(1_000),
-            attributes: vec![Attribute { name: "rack".into(), value: format!("r{id}") }],
-            revision,
-            used: cpus(used),
-            ..Node::blank(id, format!("agent-{id}"))
-        }
-    }
-
-    /// What a view made from scratch would hold: (id, hostname, available cpus, attributes).
-    fn shown(views: &NodeViews) -> Vec<(u32, String, u64, Vec<Attribute>)> {
-        views
-            .nodes
-            .iter()
-            .map(|v| (v.id, v.hostname.clone(), v.available.milli_cpus, v.attributes.clone()))
-            .collect()
-    }
-
-    fn expected(nodes: &[Node]) -> Vec<(u32, String, u64, Vec<Attribute>)> {
-        nodes
-            .iter()
-            .map(|n| (n.id, n.hostname.clone(), n.available().milli_cpus, n.attributes.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn node_views_are_remade_only_for_nodes_whose_revision_moved() {
-        let mut views = NodeViews::default();
-        let mut nodes = vec![node(1, 1, 0), node(2, 1, 0), node(3, 1, 0)];
-        assert_eq!(views.refresh(nodes.iter()), 3, "the first cycle makes every view");
-        assert_eq!(shown(&views), expected(&nodes));
-        assert_eq!(views.refresh(nodes.iter()), 0, "nothing changed");
-
-        // A launch on node 2: its revision moves with what it has left.
-        nodes[1] = node(2, 2, 300);
-        assert_eq!(views.refresh(nodes.iter()), 1);
-        assert_eq!(shown(&views), expected(&nodes));
-        assert_eq!(views.revisions, vec![1, 2, 1]);
-
-        // Node 1 leaves (unschedulable), node 5 joins, node 3 re-registers with new attributes.
-        let mut changed = node(3, 2, 0);
-        changed.attributes = vec![Attribute { name: "zone".into(), value: "z".into() }];
-        nodes = vec![node(2, 2, 300), changed, node(5, 1, 0)];
-        assert_eq!(views.refresh(nodes.iter()), 2, "node 2 keeps its view; 3 and 5 get new ones");
-        assert_eq!(shown(&views), expected(&nodes));
-        assert_eq!(views.revisions, vec![2, 2, 1]);
-
-        // A change of membership and of a node's revision in the same cycle.
-        nodes = vec![node(2, 3, 100), node(5, 1, 0)];
-        assert_eq!(views.refresh(nodes.iter()), 1);
-        assert_eq!(shown(&views), expected(&nodes));
-
-        assert_eq!(views.refresh(std::iter::empty()), 0);
-        assert!(views.nodes.is_empty() && views.revisions.is_empty());
+    fn shape(milli_cpus: u64, count: u32) -> TaskShape {
+        TaskShape { milli_cpus, mem_mib: 32, disk_mib: 0, gpus: 0, ports: 1, count }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::state::FastMap;
+use super::types::FastMap;
 use super::writer::Progress;
 use crate::runtime::{KvBackend, KvRefusal};
 use crate::store::Store;
@@ -222,8 +222,8 @@ impl KvBackend for FrameworkKv {
                 return None;
             }
         }
-        // Committed: the store has it. Plugin calls (and so writes) happen on the master thread, which
-        // is the one reading here, so the key cannot change in between.
+        // Committed: the store has it. Writes come only from this framework's own calls, one at a time,
+        // and this read is part of one of them (or of a probe, which tolerates a write racing it).
         match self.store.kv_get(&self.framework, key) {
             Ok(value) => value,
             Err(e) => {
@@ -260,6 +260,50 @@ impl KvBackend for FrameworkKv {
             .take_while(|k| k.starts_with(prefix))
             .cloned()
             .collect()
+    }
+}
+
+/// A framework's data as a probe of a new plugin version sees it: reads go through to the framework's
+/// data, writes stay here and are dropped with the probe. A probe runs beside the framework's own calls, so
+/// it never touches their journal or undo log.
+pub struct ProbeKv {
+    data: Arc<FrameworkKv>,
+    written: Mutex<BTreeMap<String, Option<Vec<u8>>>>,
+}
+
+impl ProbeKv {
+    pub fn new(data: Arc<FrameworkKv>) -> ProbeKv {
+        ProbeKv { data, written: Mutex::new(BTreeMap::new()) }
+    }
+}
+
+impl KvBackend for ProbeKv {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if let Some(value) = self.written.lock().expect("probe lock").get(key) {
+            return value.clone();
+        }
+        self.data.get(key)
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), KvRefusal> {
+        self.written.lock().expect("probe lock").insert(key.to_string(), Some(value));
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) {
+        self.written.lock().expect("probe lock").insert(key.to_string(), None);
+    }
+
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let written = self.written.lock().expect("probe lock");
+        let mut keys: std::collections::BTreeSet<String> = self.data.keys(prefix).into_iter().collect();
+        for (key, value) in written.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)) {
+            match value {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        keys.into_iter().collect()
     }
 }
 

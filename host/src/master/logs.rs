@@ -5,16 +5,15 @@ use berth_proto::v1 as pb;
 use pb::master_message::Message as ToAgent;
 use tokio::sync::mpsc;
 
-use super::ApiError;
 use super::core::Master;
-use super::state::TaskKey;
+use super::types::{ApiError, TaskKey};
 
 impl Master {
     /// Finds a task by id: within `framework` when given, else in every framework (an id two frameworks
     /// share must be qualified).
-    pub fn resolve_task(&self, framework: &str, task_id: &str) -> Result<TaskKey, ApiError> {
+    pub(super) fn resolve_task(&self, framework: &str, task_id: &str) -> Result<TaskKey, ApiError> {
         if !framework.is_empty() {
-            let id = self.framework_id(framework)?;
+            let id = self.frameworks.find(framework)?;
             let key = (id, task_id.to_string());
             return self.tasks.contains_key(&key).then_some(key).ok_or_else(|| {
                 ApiError::NotFound(format!("framework `{framework}` has no task `{task_id}`"))
@@ -31,7 +30,7 @@ impl Master {
     }
 
     /// Opens a stream of a task's output.
-    pub fn open_logs(
+    pub(super) fn open_logs(
         &mut self,
         framework: &str,
         task_id: &str,
@@ -40,48 +39,27 @@ impl Master {
     ) -> Result<mpsc::UnboundedReceiver<pb::LogChunk>, ApiError> {
         let key = self.resolve_task(framework, task_id)?;
         let node = self.tasks[&key].node;
-        let connected = self.nodes.get(&node).is_some_and(|n| n.connection.is_some());
-        if !connected {
+        if self.nodes.get(node).is_none_or(|n| n.connection.is_none()) {
             return Err(ApiError::Unavailable(format!("the agent of task `{task_id}` is not connected")));
         }
-        let id = self.next_log_request;
-        self.next_log_request += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.log_streams.insert(id, (node, tx));
-        let framework = self.frameworks[&key.0].name.clone();
+        let request_id = self.logs.open(node, tx);
+        let framework = self.frameworks.name(key.0).to_string();
         self.send_to_node(
             node,
-            ToAgent::Logs(pb::LogsRequest { request_id: id, framework, task_id: key.1, follow, tail }),
+            ToAgent::Logs(pb::LogsRequest { request_id, framework, task_id: key.1, follow, tail }),
         );
         Ok(rx)
     }
 
+    /// A chunk from the agent on `node`.
     pub(super) fn log_chunk(&mut self, node: u32, message: pb::AgentLogChunk) {
         let id = message.request_id;
         let Some(chunk) = message.chunk else { return };
         let eof = chunk.eof;
-        let delivered = match self.log_streams.get(&id) {
-            Some((_, tx)) => tx.send(chunk).is_ok(),
-            None => false,
-        };
-        if eof || !delivered {
-            self.log_streams.remove(&id);
-        }
-        if !delivered && !eof {
+        if !self.logs.deliver(id, chunk) && !eof {
             // The client went away.
             self.send_to_node(node, ToAgent::CancelLogs(pb::CancelLogs { request_id: id }));
         }
-    }
-
-    /// Ends the log streams a node was serving, telling each client why.
-    pub(super) fn close_log_streams(&mut self, node: u32, why: &str) {
-        self.log_streams.retain(|_, (n, tx)| {
-            if *n == node {
-                let _ = tx.send(pb::LogChunk { eof: true, error: why.to_string(), ..Default::default() });
-                false
-            } else {
-                true
-            }
-        });
     }
 }

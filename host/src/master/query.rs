@@ -1,113 +1,14 @@
-//! Read-only snapshots of the master's state, for the API.
-
-use serde::Serialize;
+//! Read-only snapshots of the master's state, for the API (the types are in `views.rs`).
 
 use super::core::Master;
-use crate::model::{ResourcesExt, is_terminal, parse_state};
-use crate::runtime::VersionInfo;
-use crate::runtime::bindings::{Attribute, Resources, TaskState, TaskStatus};
-
-/// A node as listed.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeView {
-    pub id: u32,
-    pub agent_id: String,
-    pub hostname: String,
-    pub state: String,
-    pub connected: bool,
-    pub total: Resources,
-    pub available: Resources,
-    pub attributes: Vec<Attribute>,
-    pub active_tasks: u32,
-    pub agent_running_tasks: u32,
-    pub backend: String,
-    pub last_seen_ms: u64,
-}
-
-/// A framework as listed.
-#[derive(Clone, Debug, Serialize)]
-pub struct FrameworkView {
-    pub name: String,
-    pub plugin: String,
-    pub plugin_version: u32,
-    pub role: String,
-    pub weight: f64,
-    pub suppressed: bool,
-    pub allocated: Resources,
-    pub active_tasks: u32,
-    /// Weighted dominant share of the cluster's schedulable resources.
-    pub share: f64,
-    pub config: String,
-    /// Why the plugin instance is not running, if it is not.
-    pub error: Option<String>,
-}
-
-/// A task as listed.
-#[derive(Clone, Debug, Serialize)]
-pub struct TaskView {
-    pub framework: String,
-    pub id: String,
-    pub name: String,
-    pub agent_id: String,
-    pub status: TaskStatus,
-    pub resources: Resources,
-    pub image: String,
-    pub launched_at_ms: u64,
-}
-
-/// A plugin and its versions.
-#[derive(Clone, Debug, Serialize)]
-pub struct PluginView {
-    pub name: String,
-    pub kind: String,
-    pub active_version: u32,
-    pub versions: Vec<VersionInfo>,
-    pub in_use_as_allocator: bool,
-    pub frameworks: Vec<String>,
-}
-
-/// One offer cycle's figures.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct CycleView {
-    pub number: u64,
-    pub at_ms: u64,
-    pub allocator: String,
-    /// The allocator version that decided this cycle.
-    pub allocator_version: u32,
-    pub nodes: u32,
-    pub frameworks: u32,
-    pub grants: u32,
-    pub refused_grants: u32,
-    pub offers: u32,
-    pub launched: u32,
-    pub refused_tasks: u32,
-    pub allocate_us: u64,
-    pub duration_us: u64,
-    pub error: Option<String>,
-}
-
-/// Which tasks to list.
-#[derive(Clone, Debug, Default)]
-pub struct TaskFilter {
-    pub framework: String,
-    pub states: Vec<String>,
-    pub node: String,
-}
-
-impl TaskFilter {
-    /// Checks the state names.
-    pub fn states(&self) -> Result<Vec<TaskState>, String> {
-        self.states
-            .iter()
-            .map(|s| parse_state(s).ok_or_else(|| format!("unknown task state `{s}`")))
-            .collect()
-    }
-}
+use super::views::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, TaskView};
+use crate::model::{ResourcesExt, is_terminal};
+use crate::runtime::bindings::TaskStatus;
 
 impl Master {
-    pub fn nodes_view(&self) -> Vec<NodeView> {
+    pub(super) fn nodes_view(&self) -> Vec<NodeView> {
         self.nodes
-            .values()
+            .iter()
             .map(|n| NodeView {
                 id: n.id,
                 agent_id: n.agent_id.clone(),
@@ -117,7 +18,7 @@ impl Master {
                 total: n.total.clone(),
                 available: n.available(),
                 attributes: n.attributes.clone(),
-                active_tasks: n.tasks.len() as u32,
+                active_tasks: n.tasks().len() as u32,
                 agent_running_tasks: n.agent_running,
                 backend: n.backend.clone(),
                 last_seen_ms: n.last_seen_ms,
@@ -125,40 +26,39 @@ impl Master {
             .collect()
     }
 
-    pub fn frameworks_view(&self) -> Vec<FrameworkView> {
+    pub(super) fn frameworks_view(&self) -> Vec<FrameworkView> {
         let total = self
             .nodes
-            .values()
+            .iter()
             .filter(|n| n.schedulable())
             .fold(berth_proto::Scalars::ZERO, |sum, n| sum.plus(&n.total.scalars()));
         self.frameworks
-            .values()
-            .filter(|f| !f.removing)
+            .iter()
+            .filter(|f| !f.removing && f.adding.is_none())
             .map(|f| FrameworkView {
                 name: f.name.clone(),
                 plugin: f.record.plugin.clone(),
-                plugin_version: f.instance.as_ref().map(|i| i.version()).unwrap_or(0),
+                plugin_version: f.version,
                 role: f.record.role.clone(),
                 weight: f.record.weight,
                 suppressed: f.record.suppressed,
-                allocated: f.allocated.clone(),
-                active_tasks: f.active,
-                share: f.allocated.scalars().dominant_share(&total) / f.record.weight,
+                allocated: f.allocated().clone(),
+                active_tasks: f.active(),
+                share: f.allocated().scalars().dominant_share(&total) / f.record.weight,
                 config: f.record.config.clone(),
-                error: f.instance_error.clone(),
+                error: f.error.clone(),
             })
             .collect()
     }
 
-    pub fn tasks_view(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, String> {
+    pub(super) fn tasks_view(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, String> {
         let states = filter.states()?;
         let framework = if filter.framework.is_empty() {
             None
         } else {
             Some(
-                self.framework_names
-                    .get(&filter.framework)
-                    .copied()
+                self.frameworks
+                    .id_of(&filter.framework)
                     .ok_or(format!("no framework named `{}`", filter.framework))?,
             )
         };
@@ -169,7 +69,7 @@ impl Master {
             .filter(|(_, t)| states.is_empty() || states.contains(&t.status.state))
             .filter(|(_, t)| {
                 filter.node.is_empty()
-                    || self.nodes.get(&t.node).is_some_and(|n| {
+                    || self.nodes.get(t.node).is_some_and(|n| {
                         n.agent_id == filter.node
                             || n.hostname == filter.node
                             || n.id.to_string() == filter.node
@@ -177,12 +77,13 @@ impl Master {
             })
             .filter_map(|((f, id), t)| {
                 let spec = t.spec.unpack();
+                let node = self.nodes.get(t.node);
                 Some(TaskView {
-                    framework: self.frameworks.get(f)?.name.clone(),
+                    framework: self.frameworks.get(*f)?.name.clone(),
                     id: id.clone(),
                     name: spec.name,
-                    agent_id: self.nodes.get(&t.node).map(|n| n.agent_id.clone()).unwrap_or_default(),
-                    status: t.full_status(id, self.nodes.get(&t.node)),
+                    agent_id: node.map(|n| n.agent_id.clone()).unwrap_or_default(),
+                    status: t.full_status(id, node.map(|n| n.hostname.clone())),
                     resources: t.resources.clone(),
                     image: spec.container.map(|c| c.image).unwrap_or_default(),
                     launched_at_ms: t.launched_at_ms,
@@ -195,7 +96,7 @@ impl Master {
         Ok(tasks)
     }
 
-    pub fn plugins_view(&self) -> Vec<PluginView> {
+    pub(super) fn plugins_view(&self) -> Vec<PluginView> {
         self.registry
             .plugins()
             .into_iter()
@@ -204,10 +105,10 @@ impl Master {
                 kind: p.kind.to_string(),
                 active_version: p.active().number,
                 versions: p.info(),
-                in_use_as_allocator: self.allocator == p.name,
+                in_use_as_allocator: self.choices.allocator == p.name,
                 frameworks: self
                     .frameworks
-                    .values()
+                    .iter()
                     .filter(|f| !f.removing && f.record.plugin == p.name)
                     .map(|f| f.name.clone())
                     .collect(),
@@ -215,30 +116,22 @@ impl Master {
             .collect()
     }
 
-    pub fn cycles_view(&self) -> Vec<CycleView> {
-        self.cycles.iter().cloned().collect()
+    pub(super) fn cycles_view(&self) -> Vec<CycleView> {
+        self.cycles.recent()
     }
 
     /// The allocator in use.
-    pub fn allocator(&self) -> &str {
-        &self.allocator
+    pub(super) fn allocator(&self) -> &str {
+        &self.choices.allocator
     }
 
     /// Statuses of the tasks matching `filter`, for the start of a watch.
-    pub fn statuses(&self, filter: &TaskFilter) -> Result<Vec<(String, String, TaskStatus)>, String> {
+    pub(super) fn statuses(&self, filter: &TaskFilter) -> Result<Vec<(String, String, TaskStatus)>, String> {
         Ok(self
             .tasks_view(filter)?
             .into_iter()
             .filter(|t| !is_terminal(t.status.state) || filter.states.is_empty())
             .map(|t| (t.framework, t.agent_id, t.status))
             .collect())
-    }
-
-    /// A node by id, agent id or hostname.
-    pub fn find_node(&self, name: &str) -> Option<u32> {
-        self.nodes
-            .values()
-            .find(|n| n.id.to_string() == name || n.agent_id == name || n.hostname == name)
-            .map(|n| n.id)
     }
 }

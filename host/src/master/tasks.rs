@@ -1,305 +1,288 @@
-//! Tasks: launching, applying status updates, killing, and forgetting finished ones.
+//! Tasks: the table of every task the master knows (running, and ended but not yet forgotten), each with
+//! its resources, its node, its last status and its packed spec.
+//!
+//! It owns the table and its layout; what happens to a task over its life (launch, status, kill) is in
+//! `lifecycle.rs`, which keeps the other parts (nodes, frameworks) in step.
 
 use std::time::Instant;
 
 use berth_proto::v1 as pb;
-use pb::master_message::Message as ToAgent;
 
-use super::Event;
-use super::core::{Master, publish};
-use super::state::{LastStatus, PackedSpec, Task, TaskKey, revise};
-use crate::convert;
-use crate::model::{ResourcesExt, is_terminal, unix_ms};
-use crate::runtime::bindings::{Resources, TaskReason, TaskSpec, TaskState, TaskStatus};
-use crate::store::{StatusRecord, TaskRecord};
+use super::types::TaskKey;
+use crate::model::unix_ms;
+use crate::runtime::bindings::{Resources, TaskReason, TaskState, TaskStatus};
 
-impl Master {
-    /// Re-creates a task from the store. Tasks of frameworks that no longer exist are forgotten (their
-    /// agents will be told to kill them when they report them).
-    pub(super) fn restore_task(
-        &mut self,
-        framework: &str,
-        task_id: String,
-        record: TaskRecord,
-        status: Option<StatusRecord>,
-    ) {
-        let (Some(&fid), Some(&node)) =
-            (self.framework_names.get(framework), self.agents.get(&record.agent_id))
-        else {
-            self.batch.delete_task(framework, &task_id);
-            return;
-        };
-        let (mut status, delivered, update_uuid) = match status {
-            Some(s) => (s.status, s.delivered, s.update_uuid),
-            // Launched and no update since (`launch_task` writes no status).
-            None => (self.launched_status(&task_id, record.launched_at_ms), true, String::new()),
-        };
-        status.node = Some(node);
-        status.hostname = self.nodes.get(&node).map(|n| n.hostname.clone());
-        let key = (fid, task_id);
-        let terminal = is_terminal(status.state);
-        if !terminal {
-            self.take_resources(&key, node, &record.spec.resources);
+/// The master's tasks by key, in a hash table whose entries keep their key's hash and hold the task
+/// boxed.
+///
+/// A hash map grows by moving every entry into a table twice the size, all at once, inside whichever call
+/// inserts the entry that crosses seven-eighths full. A map of inline tasks hashed every key again (each
+/// id behind a pointer) and moved 216 bytes per task into fresh pages: at 57,000 tasks that was 20 ms or
+/// more of one offer cycle. Here growing copies 48-byte entries and reads neither an id nor a task.
+/// Lookups take the task id as a `&str`, so they allocate nothing.
+#[derive(Default)]
+pub struct Tasks {
+    table: hashbrown::HashTable<(u64, TaskKey, Box<Task>)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Tasks {
+    fn hash(&self, framework: u32, id: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one((framework, id))
+    }
+
+    /// The task `id` of `framework`.
+    pub fn find(&self, framework: u32, id: &str) -> Option<&Task> {
+        let hash = self.hash(framework, id);
+        self.table.find(hash, |(h, k, _)| *h == hash && k.0 == framework && k.1 == id).map(|(_, _, t)| &**t)
+    }
+
+    pub fn get(&self, key: &TaskKey) -> Option<&Task> {
+        self.find(key.0, &key.1)
+    }
+
+    pub fn get_mut(&mut self, key: &TaskKey) -> Option<&mut Task> {
+        let hash = self.hash(key.0, &key.1);
+        self.table.find_mut(hash, |(h, k, _)| *h == hash && k == key).map(|(_, _, t)| &mut **t)
+    }
+
+    pub fn contains(&self, framework: u32, id: &str) -> bool {
+        self.find(framework, id).is_some()
+    }
+
+    pub fn contains_key(&self, key: &TaskKey) -> bool {
+        self.contains(key.0, &key.1)
+    }
+
+    /// Adds the task, or replaces the one with its key and returns that.
+    pub fn insert(&mut self, key: TaskKey, task: Task) -> Option<Task> {
+        let hash = self.hash(key.0, &key.1);
+        match self.table.entry(hash, |(h, k, _)| *h == hash && *k == key, |(h, _, _)| *h) {
+            hashbrown::hash_table::Entry::Occupied(mut held) => {
+                Some(std::mem::replace(&mut *held.get_mut().2, task))
+            }
+            hashbrown::hash_table::Entry::Vacant(free) => {
+                free.insert((hash, key, Box::new(task)));
+                None
+            }
         }
-        let last = LastStatus::of(&status);
-        if !delivered && let Some(f) = self.frameworks.get_mut(&fid) {
-            f.pending.push(status);
+    }
+
+    pub fn remove(&mut self, key: &TaskKey) -> Option<Task> {
+        let hash = self.hash(key.0, &key.1);
+        let held = self.table.find_entry(hash, |(h, k, _)| *h == hash && k == key).ok()?;
+        Some(*held.remove().0.2)
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Every task with its key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TaskKey, &Task)> {
+        self.table.iter().map(|(_, k, t)| (k, &**t))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &TaskKey> {
+        self.table.iter().map(|(_, k, _)| k)
+    }
+}
+
+impl std::ops::Index<&TaskKey> for Tasks {
+    type Output = Task;
+
+    /// The task with this key; panics if there is none, like a map's index.
+    fn index(&self, key: &TaskKey) -> &Task {
+        self.get(key).unwrap_or_else(|| panic!("no task {key:?}"))
+    }
+}
+
+/// A task the master knows.
+pub struct Task {
+    /// What it holds on its node (and its framework holds).
+    pub resources: Resources,
+    /// How long its kill waits between SIGTERM and SIGKILL by default, ms.
+    pub kill_grace_period_ms: u32,
+    /// The rest of what the framework launched, packed.
+    pub spec: PackedSpec,
+    /// Its node (nodes are never forgotten, so its agent id and hostname are found there).
+    pub node: u32,
+    pub status: LastStatus,
+    pub launched_at_ms: u64,
+    /// The last status update applied from the agent (duplicates are acknowledged, not applied).
+    pub update_uuid: String,
+    /// When it reached a terminal state.
+    pub ended: Option<Instant>,
+    /// Whether the framework has received the latest status.
+    pub delivered: bool,
+    /// A kill was asked for (grace period, reason): re-sent when the agent re-registers.
+    pub kill_requested: Option<(u32, TaskReason)>,
+}
+
+impl Task {
+    /// Its latest status in full; `id` is its id and `hostname` its node's (nodes are never forgotten).
+    pub fn full_status(&self, id: &str, hostname: Option<String>) -> TaskStatus {
+        let last = &self.status;
+        TaskStatus {
+            task_id: id.to_string(),
+            state: last.state,
+            reason: last.reason,
+            message: last.message.to_string(),
+            healthy: last.healthy,
+            exit_code: last.exit_code,
+            node: Some(self.node),
+            hostname,
+            ports: self.resources.ports.clone(),
+            timestamp_ms: last.timestamp_ms,
         }
-        self.tasks.insert(
-            key,
-            Task {
-                resources: record.spec.resources.clone(),
-                kill_grace_period_ms: record.spec.kill_grace_period_ms,
-                spec: PackedSpec::new(&convert::task_spec(&record.spec)),
-                node,
-                status: last,
-                launched_at_ms: record.launched_at_ms,
-                update_uuid,
-                ended: terminal.then(Instant::now),
-                delivered,
-                kill_requested: None,
+    }
+}
+
+/// A task's latest status, without what its key, node and resources say (its id, node, hostname and
+/// ports): [`Task::full_status`] puts them back. A status with them is ~200 bytes more per task.
+pub struct LastStatus {
+    pub state: TaskState,
+    pub reason: Option<TaskReason>,
+    pub message: Box<str>,
+    pub healthy: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub timestamp_ms: u64,
+}
+
+impl LastStatus {
+    pub fn of(status: &TaskStatus) -> LastStatus {
+        LastStatus {
+            state: status.state,
+            reason: status.reason,
+            message: status.message.as_str().into(),
+            healthy: status.healthy,
+            exit_code: status.exit_code,
+            timestamp_ms: status.timestamp_ms,
+        }
+    }
+}
+
+/// A task's spec as the master keeps it between the launch and a relaunch or a listing, the only places
+/// that read it whole: protobuf-encoded, about a third of the decoded spec with its strings (a Marathon
+/// task's spec is ~1.5 KiB decoded, and the master keeps one per task).
+pub struct PackedSpec(Box<[u8]>);
+
+impl PackedSpec {
+    pub fn new(spec: &pb::TaskSpec) -> PackedSpec {
+        PackedSpec(prost::Message::encode_to_vec(spec).into_boxed_slice())
+    }
+
+    /// The spec as the agents receive it.
+    pub fn unpack(&self) -> pb::TaskSpec {
+        // It was encoded by `new` from a valid message, in this process.
+        prost::Message::decode(&*self.0).expect("a packed spec decodes")
+    }
+}
+
+/// A status with nothing but an id, a state, a reason and a message.
+pub fn blank_status(
+    task_id: &str,
+    state: TaskState,
+    reason: Option<TaskReason>,
+    message: String,
+) -> TaskStatus {
+    TaskStatus {
+        task_id: task_id.to_string(),
+        state,
+        reason,
+        message,
+        healthy: None,
+        exit_code: None,
+        node: None,
+        hostname: None,
+        ports: Vec::new(),
+        timestamp_ms: unix_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert;
+    use crate::master::validate::tests::task;
+    use crate::model::ResourcesExt;
+    use crate::runtime::bindings::PortRange;
+
+    /// A task whose launch time tells it apart.
+    fn marked(mark: u64) -> Task {
+        Task {
+            resources: Resources::zero(),
+            kill_grace_period_ms: 0,
+            spec: PackedSpec(Box::new([])),
+            node: 1,
+            status: LastStatus {
+                state: TaskState::Staging,
+                reason: None,
+                message: "".into(),
+                healthy: None,
+                exit_code: None,
+                timestamp_ms: 0,
             },
-        );
-    }
-
-    /// The key of a framework's task, if the framework exists.
-    pub(super) fn task_key(&self, framework: &str, task_id: &str) -> Option<TaskKey> {
-        let id = *self.framework_names.get(framework)?;
-        Some((id, task_id.to_string()))
-    }
-
-    fn take_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.used.add(resources);
-            n.revision = revise(&mut self.last_revision);
-            n.tasks.insert(key.clone());
-        }
-        if let Some(f) = self.frameworks.get_mut(&key.0) {
-            f.allocated.add(resources);
-            f.active += 1;
+            launched_at_ms: mark,
+            update_uuid: String::new(),
+            ended: None,
+            delivered: false,
+            kill_requested: None,
         }
     }
 
-    fn release_resources(&mut self, key: &TaskKey, node: u32, resources: &Resources) {
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.used.remove(resources);
-            n.revision = revise(&mut self.last_revision);
-            n.tasks.remove(key);
+    #[test]
+    fn the_task_table_answers_as_a_map_would_through_growth_and_removal() {
+        // Random inserts (new and replacing), removals, changes and lookups over 3 frameworks × 20,000
+        // ids, checked against a BTreeMap after every step; the table grows past 32,768 entries.
+        let mut tasks = Tasks::default();
+        let mut reference: std::collections::BTreeMap<TaskKey, u64> = Default::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..150_000u64 {
+            let key: TaskKey = (next(3) as u32, format!("/bench/app-{:04}.{}", next(100), next(200)));
+            match next(6) {
+                0..=2 => {
+                    let replaced = tasks.insert(key.clone(), marked(step));
+                    assert_eq!(replaced.map(|t| t.launched_at_ms), reference.insert(key.clone(), step));
+                }
+                3 => assert_eq!(tasks.remove(&key).map(|t| t.launched_at_ms), reference.remove(&key)),
+                4 => {
+                    if let Some(task) = tasks.get_mut(&key) {
+                        task.launched_at_ms += 1;
+                        *reference.get_mut(&key).unwrap() += 1;
+                    }
+                }
+                _ => {}
+            }
+            let held = reference.get(&key).copied();
+            assert_eq!(tasks.get(&key).map(|t| t.launched_at_ms), held, "{key:?}");
+            assert_eq!(tasks.find(key.0, &key.1).map(|t| t.launched_at_ms), held);
+            assert_eq!(tasks.contains(key.0, &key.1), held.is_some());
+            assert_eq!(tasks.len(), reference.len());
         }
-        if let Some(f) = self.frameworks.get_mut(&key.0) {
-            f.allocated.remove(resources);
-            f.active = f.active.saturating_sub(1);
-        }
+        assert!(reference.len() > 32_768, "the table grew: {}", reference.len());
+        let (first, mark) = reference.iter().next().unwrap();
+        assert_eq!(tasks[first].launched_at_ms, *mark);
+        let mut listed: Vec<(TaskKey, u64)> =
+            tasks.iter().map(|(k, t)| (k.clone(), t.launched_at_ms)).collect();
+        listed.sort();
+        assert_eq!(listed, reference.into_iter().collect::<Vec<_>>());
     }
 
-    /// Records a validated task as staging on `node` and sends it to the node's agent (after commit).
-    pub(super) fn launch_task(&mut self, framework: u32, node: u32, spec: TaskSpec) {
-        let key = (framework, spec.id.clone());
-        let name = self.frameworks[&framework].name.clone();
-        let agent_id = self.nodes[&node].agent_id.clone();
-        let now_ms = unix_ms();
-        let mut status = self.launched_status(&spec.id, now_ms);
-        status.node = Some(node);
-        status.hostname = Some(self.nodes[&node].hostname.clone());
-        status.ports = spec.resources.ports.clone();
-        let (resources, kill_grace_period_ms) = (spec.resources.clone(), spec.kill_grace_period_ms);
+    #[test]
+    fn a_packed_spec_unpacks_to_what_the_agents_receive() {
+        let mut spec = task("web.1", 250, vec![PortRange { begin: 31000, end: 31001 }]);
+        spec.name = "web".into();
         let wire = convert::task_spec(&spec);
         let packed = PackedSpec::new(&wire);
-        let record = TaskRecord { spec, agent_id: agent_id.clone(), launched_at_ms: now_ms };
-        // No status record: a task stored without one is restored as this STAGING status, delivered
-        // (`restore_task`), and its first update from the agent writes one. A launch costs the store one
-        // write fewer (of about six per task that runs).
-        self.batch.put_task(&name, &key.1, record);
-        self.take_resources(&key, node, &resources);
-        let message = ToAgent::Launch(pb::LaunchTask { framework: name.clone(), task: Some(wire) });
-        publish(&self.events, || Event::Status { framework: name, agent_id, status: status.clone() });
-        self.tasks.insert(
-            key,
-            Task {
-                resources,
-                kill_grace_period_ms,
-                spec: packed,
-                node,
-                status: LastStatus::of(&status),
-                launched_at_ms: now_ms,
-                update_uuid: String::new(),
-                ended: None,
-                delivered: true,
-                kill_requested: None,
-            },
-        );
-        self.send_to_node(node, message);
-    }
-
-    /// The STAGING status of a task launched at `launched_at_ms`, as the launch makes it and as a task
-    /// stored without a status is restored (without its node, hostname and ports).
-    fn launched_status(&self, task_id: &str, launched_at_ms: u64) -> TaskStatus {
-        let mut status = self.blank_status(task_id, TaskState::Staging, None, String::new());
-        status.timestamp_ms = launched_at_ms;
-        status
-    }
-
-    /// A status with nothing but an id, a state, a reason and a message.
-    pub(super) fn blank_status(
-        &self,
-        task_id: &str,
-        state: TaskState,
-        reason: Option<TaskReason>,
-        message: String,
-    ) -> TaskStatus {
-        TaskStatus {
-            task_id: task_id.to_string(),
-            state,
-            reason,
-            message,
-            healthy: None,
-            exit_code: None,
-            node: None,
-            hostname: None,
-            ports: Vec::new(),
-            timestamp_ms: unix_ms(),
-        }
-    }
-
-    /// A status the master decides on its own (a lost agent, a vanished container): the task's current
-    /// status with a new state, reason and message.
-    pub(super) fn synthetic_status(
-        &self,
-        key: &TaskKey,
-        state: TaskState,
-        reason: TaskReason,
-        message: &str,
-    ) -> TaskStatus {
-        let task = &self.tasks[key];
-        let mut status = task.full_status(&key.1, self.nodes.get(&task.node));
-        status.state = state;
-        status.reason = Some(reason);
-        status.message = message.to_string();
-        status.timestamp_ms = unix_ms();
-        status
-    }
-
-    /// Applies a status to a task: persisted, queued for the framework, published to watchers. A
-    /// terminal task never changes again; when a task ends its resources return to the pool.
-    pub(super) fn apply_status(&mut self, key: &TaskKey, status: TaskStatus, uuid: Option<String>) {
-        let Some(task) = self.tasks.get_mut(key) else { return };
-        if is_terminal(task.status.state) {
-            return;
-        }
-        task.status = LastStatus::of(&status);
-        task.delivered = false;
-        if let Some(uuid) = uuid {
-            task.update_uuid = uuid;
-        }
-        let node = task.node;
-        let ended = is_terminal(status.state);
-        if ended {
-            task.ended = Some(Instant::now());
-            let resources = task.resources.clone();
-            self.release_resources(key, node, &resources);
-            self.cycle_wanted = true;
-        }
-        let task = &self.tasks[key];
-        let Some(framework) = self.frameworks.get_mut(&key.0) else { return };
-        self.batch.put_status(
-            &framework.name,
-            &key.1,
-            StatusRecord { status: status.clone(), delivered: false, update_uuid: task.update_uuid.clone() },
-        );
-        let nodes = &self.nodes;
-        publish(&self.events, || Event::Status {
-            framework: framework.name.clone(),
-            agent_id: nodes.get(&node).map(|n| n.agent_id.clone()).unwrap_or_default(),
-            status: status.clone(),
-        });
-        if !framework.removing {
-            framework.pending.push(status);
-        }
-    }
-
-    /// Marks the framework's latest statuses of these tasks as delivered.
-    pub(super) fn mark_delivered(&mut self, framework: u32, task_ids: impl IntoIterator<Item = String>) {
-        let Some(name) = self.frameworks.get(&framework).map(|f| f.name.clone()) else { return };
-        for id in task_ids {
-            let key = (framework, id);
-            if let Some(task) = self.tasks.get_mut(&key)
-                && !task.delivered
-            {
-                task.delivered = true;
-                let record = StatusRecord {
-                    status: task.full_status(&key.1, self.nodes.get(&task.node)),
-                    delivered: true,
-                    update_uuid: task.update_uuid.clone(),
-                };
-                self.batch.put_status(&name, &key.1, record);
-            }
-        }
-    }
-
-    /// Asks the task's agent to kill it. Remembered, so that an agent that is away gets the kill when it
-    /// re-registers.
-    pub(super) fn kill(&mut self, key: &TaskKey, grace_ms: Option<u32>, reason: TaskReason) -> bool {
-        let Some(task) = self.tasks.get_mut(key) else { return false };
-        if is_terminal(task.status.state) {
-            return false;
-        }
-        let grace = grace_ms.unwrap_or(task.kill_grace_period_ms);
-        task.kill_requested = Some((grace, reason));
-        self.send_kill(key, grace, reason);
-        true
-    }
-
-    /// Kills a task on an operator's request.
-    pub fn kill_task(
-        &mut self,
-        framework: &str,
-        task_id: &str,
-        grace_ms: Option<u32>,
-    ) -> Result<(), super::ApiError> {
-        let id = self.framework_id(framework)?;
-        let key = (id, task_id.to_string());
-        let task = self.tasks.get(&key).ok_or_else(|| {
-            super::ApiError::NotFound(format!("framework `{framework}` has no task `{task_id}`"))
-        })?;
-        if is_terminal(task.status.state) {
-            return Err(super::ApiError::FailedPrecondition(format!(
-                "task `{task_id}` already ended ({})",
-                crate::model::state_name(task.status.state)
-            )));
-        }
-        self.kill(&key, grace_ms, TaskReason::KilledByFramework);
-        Ok(())
-    }
-
-    pub(super) fn send_kill(&mut self, key: &TaskKey, grace_ms: u32, reason: TaskReason) {
-        let Some(task) = self.tasks.get(key) else { return };
-        let node = task.node;
-        let framework = self.frameworks.get(&key.0).map(|f| f.name.clone()).unwrap_or_default();
-        self.send_to_node(
-            node,
-            ToAgent::Kill(pb::KillTask {
-                framework,
-                task_id: key.1.clone(),
-                grace_period_ms: grace_ms,
-                reason: convert::reason(Some(reason)) as i32,
-            }),
-        );
-    }
-
-    /// Forgets tasks that ended longer ago than the retention period and whose end was delivered.
-    pub(super) fn forget_old_tasks(&mut self, now: Instant) {
-        let retention = self.config.task_retention;
-        let old: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.delivered && t.ended.is_some_and(|e| now.duration_since(e) > retention))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in old {
-            self.tasks.remove(&key);
-            if let Some(f) = self.frameworks.get(&key.0) {
-                self.batch.delete_task(&f.name, &key.1);
-            }
-        }
+        assert_eq!(packed.unpack(), wire);
+        assert!(packed.0.len() < std::mem::size_of::<pb::TaskSpec>(), "smaller than the struct alone");
     }
 }

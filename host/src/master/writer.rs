@@ -16,7 +16,7 @@ use std::time::Duration;
 use berth_proto::v1 as pb;
 use crossbeam_channel::{Sender, bounded};
 
-use super::ToAgent;
+use super::types::ToAgent;
 use crate::store::{Batch, Store};
 
 /// Batches handed over but not yet committed, at most.
@@ -88,7 +88,12 @@ impl Writer {
                     replies.extend(later.replies);
                     count += 1;
                 }
-                commit(&store, &batch);
+                {
+                    let _span =
+                        tracing::debug_span!("berth.store.commit", batches = count, writes = batch.len())
+                            .entered();
+                    commit(&store, &batch);
+                }
                 committed.add_committed(count);
                 for (tx, message) in outbox {
                     let _ = tx.send(message);

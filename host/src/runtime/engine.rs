@@ -13,7 +13,13 @@ use super::bindings::allocator::Allocator;
 use super::bindings::framework::Framework;
 use super::cache::{ArtifactCache, deserialize};
 use super::state::PluginState;
-use super::{LoadError, PluginKind, validate};
+use super::{LoadError, PluginKind, blocking, validate};
+
+/// The exact compiler build berth compiles plugins with: wasmtime's release and a digest of the Cranelift
+/// glue the binary was built with (berth's patched copy, see host/vendor/README.md, or upstream's). It is
+/// written into every compiled artifact and names the artifact cache's files, so an artifact made by
+/// another build of the compiler is never loaded.
+pub const COMPILER_BUILD: &str = concat!("berth-wasmtime-48.0.8-", env!("BERTH_CRANELIFT_GLUE"));
 
 /// How often the engine's epoch advances. A call's deadline is enforced to within one tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -54,10 +60,12 @@ impl Runtime {
 
         let mut allocator_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut allocator_linker)?;
+        blocking::shadow_poll(&mut allocator_linker)?;
         Allocator::add_to_linker::<_, HasSelf<PluginState>>(&mut allocator_linker, |s| s)?;
 
         let mut framework_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut framework_linker)?;
+        blocking::shadow_poll(&mut framework_linker)?;
         Framework::add_to_linker::<_, HasSelf<PluginState>>(&mut framework_linker, |s| s)?;
 
         let ticker = EpochTicker::start(&engine);
@@ -123,7 +131,8 @@ fn engine_config() -> anyhow::Result<Config> {
         // Deadlines. The check in compiled code is berth's own (host/vendor/README.md): it traps as soon as
         // the deadline passes, so an epoch deadline callback or async yield set on a store would be ignored.
         .epoch_interruption(true)
-        .cranelift_opt_level(OptLevel::Speed);
+        .cranelift_opt_level(OptLevel::Speed)
+        .module_version(wasmtime::ModuleVersionStrategy::Custom(COMPILER_BUILD.into()))?;
     if let Some(strategy) = profiler_from_env()? {
         config.profiler(strategy);
     }

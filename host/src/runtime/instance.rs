@@ -12,10 +12,15 @@ use super::bindings::incremental_allocator::IncrementalAllocator;
 use super::bindings::{
     Action, ApiReply, ClusterView, Decision, Grants, HttpRequest, Offer, TaskShape, TaskStatus,
 };
+use super::blocking::BlockedPastDeadline;
 use super::delta::HeldView;
-use super::limits::MemoryCapExceeded;
-use super::registry::{Plugin, Pre, Version};
+use super::limits::{
+    MAX_ACTIONS, MAX_DECISIONS, MAX_GRANTS, MAX_RESPONSE_BODY, MAX_RESPONSE_HEADERS, MAX_RETURN_BYTES,
+    MAX_SHAPES, MemoryCapExceeded,
+};
+use super::registry::Plugin;
 use super::state::{EventsWatched, KvBackend, PluginState};
+use super::version::{Pre, Version};
 use super::{CallError, LoadError};
 
 /// A store and the typed exports of one instance.
@@ -57,6 +62,9 @@ fn new_store(
     let state = PluginState::new(version.label.clone(), &version.limits, kv, events);
     let mut store = Store::new(version.runtime.engine(), state);
     store.limiter(|state| &mut state.limiter);
+    // What one call may copy out of the plugin, return values and host-call arguments alike: every string
+    // and list counts, so aliased data cannot multiply it.
+    store.set_hostcall_fuel(MAX_RETURN_BYTES);
     store
 }
 
@@ -68,12 +76,22 @@ fn call<T>(
 ) -> Result<T, CallError> {
     store.set_epoch_deadline(version.runtime.deadline_ticks(version.limits.deadline()));
     let started = Instant::now();
+    store.data_mut().deadline = started + version.limits.deadline();
     let result = f(store).map_err(|e| classify(e, version));
     version.stats.record(started.elapsed(), result.as_ref().err(), store.data().limiter.peak);
     if let Err(error) = &result {
-        tracing::warn!(target: "berth.runtime", plugin = %version.label, %error, "plugin call failed");
+        tracing::warn!(target: "berth.runtime", plugin = %version.label, kind = error.kind(), %error,
+            "plugin call failed");
     }
     result
+}
+
+/// Checks a value a call returned against one of the limits on what plugins hand back.
+fn within<T>(value: T, count: usize, limit: usize, what: &'static str) -> Result<T, CallError> {
+    if count > limit {
+        return Err(CallError::Limit(format!("{what}: {count}, the limit is {limit}")));
+    }
+    Ok(value)
 }
 
 fn classify(error: wasmtime::Error, version: &Version) -> CallError {
@@ -87,7 +105,24 @@ fn classify(error: wasmtime::Error, version: &Version) -> CallError {
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return CallError::Deadline(version.limits.deadline());
     }
-    CallError::Trap(format!("{error:?}"))
+    if error.downcast_ref::<BlockedPastDeadline>().is_some() {
+        return CallError::Deadline(version.limits.deadline());
+    }
+    let text = format!("{error:?}");
+    // wasmtime's own error for data beyond the store's hostcall fuel (its type is private).
+    if text.contains("fuel allocated for hostcalls has been exhausted") {
+        return CallError::Limit(format!(
+            "the call handed the host more than {} MiB (strings and lists counted one by one)",
+            MAX_RETURN_BYTES / MIB
+        ));
+    }
+    if text.contains("resource table has no free keys") {
+        return CallError::Limit(format!(
+            "the plugin holds more than {} WASI resources (timers, streams) at once",
+            super::limits::MAX_HOST_RESOURCES
+        ));
+    }
+    CallError::Trap(text)
 }
 
 /// The typed exports of an allocator instance: the plain world, or the incremental one with the host's
@@ -149,8 +184,9 @@ impl AllocatorInstance {
         let Live { store, exports, version } = &mut self.live;
         match exports {
             AllocatorExports::Whole(exports) => {
-                call(version, store, |store| exports.call_allocate(store, view))
-                    .map(|list| Grants::from_list(&list))
+                let list = call(version, store, |store| exports.call_allocate(store, view))?;
+                let count = list.len();
+                within(Grants::from_list(&list), count, MAX_GRANTS, "grants returned by `allocate`")
             }
             AllocatorExports::Incremental(exports, held) => {
                 let delta = held.delta(view, revisions);
@@ -165,10 +201,12 @@ impl AllocatorInstance {
                     held.forget();
                     CallError::Protocol("`allocate-delta` answered `none` to a whole view (`base: none`)")
                 })?;
-                Grants::from_columns(columns).map_err(|e| {
+                let count = columns.frameworks.len();
+                let grants = Grants::from_columns(columns).map_err(|e| {
                     held.forget();
                     CallError::Protocol(e)
-                })
+                })?;
+                within(grants, count, MAX_GRANTS, "grants returned by `allocate-delta`")
             }
         }
     }
@@ -193,6 +231,25 @@ impl AllocatorInstance {
     pub fn version(&self) -> u32 {
         self.live.version.number
     }
+}
+
+/// A live framework instance of `version`: instantiated, `init` run with `config`.
+fn instantiate_framework(
+    version: &Arc<Version>,
+    config: &str,
+    kv: Option<Arc<dyn KvBackend>>,
+    events: Option<EventsWatched>,
+) -> Result<Live<Framework>, InstantiateError> {
+    let Pre::Framework(pre) = &version.pre else {
+        unreachable!("framework instance of an allocator version");
+    };
+    let mut store = new_store(version, kv, events);
+    let exports =
+        call(version, &mut store, |store| pre.instantiate(store)).map_err(InstantiateError::Failed)?;
+    call(version, &mut store, |store| exports.call_init(store, config))
+        .map_err(InstantiateError::Failed)?
+        .map_err(InstantiateError::Refused)?;
+    Ok(Live { store, exports, version: version.clone() })
 }
 
 /// A framework plugin running as one framework instance: its own configuration, its own key-value data,
@@ -232,23 +289,18 @@ impl FrameworkInstance {
         Ok(instance)
     }
 
-    /// Checks that `version` can run this framework (its `init` accepts this configuration and stored
-    /// state) without switching to it. Used before activating a new version.
-    pub fn probe(&self, version: &Arc<Version>) -> Result<(), LoadError> {
-        self.instantiate(version).map(drop).map_err(LoadError::from)
+    /// Checks that `version` can run a framework with `config` and the data `kv` holds (its `init`
+    /// accepts them), without running it. Used before activating a new version; `kv` should drop writes.
+    pub fn probe_version(
+        version: &Arc<Version>,
+        config: &str,
+        kv: Arc<dyn KvBackend>,
+    ) -> Result<(), LoadError> {
+        instantiate_framework(version, config, Some(kv), None).map(drop).map_err(LoadError::from)
     }
 
     fn instantiate(&self, version: &Arc<Version>) -> Result<Live<Framework>, InstantiateError> {
-        let Pre::Framework(pre) = &version.pre else {
-            unreachable!("framework instance of an allocator version");
-        };
-        let mut store = new_store(version, self.kv.clone(), self.events.clone());
-        let exports =
-            call(version, &mut store, |store| pre.instantiate(store)).map_err(InstantiateError::Failed)?;
-        call(version, &mut store, |store| exports.call_init(store, &self.config))
-            .map_err(InstantiateError::Failed)?
-            .map_err(InstantiateError::Refused)?;
-        Ok(Live { store, exports, version: version.clone() })
+        instantiate_framework(version, &self.config, self.kv.clone(), self.events.clone())
     }
 
     /// The live instance: the current one if it runs the active version, else a new one on the active
@@ -293,32 +345,58 @@ impl FrameworkInstance {
 
     /// What the framework wants to launch now.
     pub fn demand(&mut self) -> Result<Vec<TaskShape>, CallError> {
-        self.run(|exports, store| exports.call_demand(store))
+        let shapes = self.run(|exports, store| exports.call_demand(store))?;
+        let count = shapes.len();
+        within(shapes, count, MAX_SHAPES, "task shapes returned by `demand`")
     }
 
     /// Offers in, decisions out.
     pub fn offers(&mut self, offers: &[Offer]) -> Result<Vec<Decision>, CallError> {
-        self.run(|exports, store| exports.call_offers(store, offers))
+        let decisions = self.run(|exports, store| exports.call_offers(store, offers))?;
+        let count = decisions.len();
+        let decisions = within(decisions, count, MAX_DECISIONS, "decisions returned by `offers`")?;
+        let tasks: usize = decisions
+            .iter()
+            .map(|d| match d {
+                Decision::Launch(launch) => launch.tasks.len(),
+                Decision::Decline(_) => 0,
+            })
+            .sum();
+        within(decisions, tasks, MAX_DECISIONS, "tasks launched by one `offers` call")
     }
 
     /// Status updates in, actions out.
     pub fn status(&mut self, updates: &[TaskStatus]) -> Result<Vec<Action>, CallError> {
-        self.run(|exports, store| exports.call_status(store, updates))
+        let actions = self.run(|exports, store| exports.call_status(store, updates))?;
+        let count = actions.len();
+        within(actions, count, MAX_ACTIONS, "actions returned by `status`")
     }
 
     /// The periodic timer.
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Action>, CallError> {
-        self.run(|exports, store| exports.call_tick(store, now_ms))
+        let actions = self.run(|exports, store| exports.call_tick(store, now_ms))?;
+        let count = actions.len();
+        within(actions, count, MAX_ACTIONS, "actions returned by `tick`")
     }
 
     /// One request to the framework's HTTP API.
     pub fn handle(&mut self, request: &HttpRequest) -> Result<ApiReply, CallError> {
-        self.run(|exports, store| exports.call_handle(store, request))
+        let reply = self.run(|exports, store| exports.call_handle(store, request))?;
+        let (body, headers, actions) =
+            (reply.response.body.len(), reply.response.headers.len(), reply.actions.len());
+        let reply = within(reply, body, MAX_RESPONSE_BODY, "bytes in the body `handle` returned")?;
+        let reply = within(reply, headers, MAX_RESPONSE_HEADERS, "headers `handle` returned")?;
+        within(reply, actions, MAX_ACTIONS, "actions returned by `handle`")
     }
 
     /// The version this framework runs.
     pub fn version(&self) -> u32 {
         self.last.number
+    }
+
+    /// The version this framework runs (the one its last call ran on).
+    pub fn running_version(&self) -> Arc<Version> {
+        self.last.clone()
     }
 
     /// The plugin this framework runs.

@@ -12,6 +12,7 @@
 //! `spawn_blocking`, never from an async task.
 
 pub mod bindings;
+mod blocking;
 mod cache;
 mod delta;
 mod engine;
@@ -22,17 +23,19 @@ mod state;
 mod stats;
 mod stdio;
 mod validate;
+mod version;
 
 use std::fmt;
 use std::time::Duration;
 
-pub use cache::ArtifactCache;
+pub use cache::{ArtifactCache, ArtifactLedger};
 pub use engine::Runtime;
 pub use instance::{AllocatorInstance, FrameworkInstance};
-pub use limits::PluginLimits;
-pub use registry::{KEEP_VERSIONS, NewVersion, Plugin, Registry, Version, VersionInfo};
+pub use limits::{MAX_MEMORY_MIB, PluginLimits};
+pub use registry::{KEEP_VERSIONS, Plugin, Registry};
 pub use state::{EventsWatched, KvBackend, KvRefusal};
 pub use stats::StatsSnapshot;
+pub use version::{NewVersion, Version, VersionInfo};
 
 /// The two plugin worlds of `proto/wit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -163,8 +166,8 @@ pub enum CallError {
     /// The call ran past its deadline and was interrupted.
     #[error("the call ran past its deadline of {0:?} and was stopped")]
     Deadline(Duration),
-    /// The plugin tried to grow its memory past its cap.
-    #[error("the plugin tried to grow its memory to {asked_mib} MiB, past its cap of {cap_mib} MiB")]
+    /// The plugin's memories and tables would have gone past its memory budget.
+    #[error("the plugin's memories and tables would reach {asked_mib} MiB, past its budget of {cap_mib} MiB")]
     Memory {
         /// What it asked for, MiB.
         asked_mib: u64,
@@ -180,6 +183,10 @@ pub enum CallError {
     /// The plugin answered against the rules of its world.
     #[error("the plugin broke its world's rules: {0}")]
     Protocol(&'static str),
+    /// The plugin handed back more than the limits on what a call may return allow; the message names
+    /// the limit.
+    #[error("the plugin returned too much: {0}")]
+    Limit(String),
 }
 
 impl CallError {
@@ -191,8 +198,15 @@ impl CallError {
             CallError::Trap(_) => "trap",
             CallError::Instantiate(_) => "instantiate",
             CallError::Protocol(_) => "protocol",
+            CallError::Limit(_) => "limit",
         }
     }
+}
+
+/// The sha256 of `bytes`, in hex: how components are named.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Whether `name` can name a plugin: it becomes a file name and a URL path segment.

@@ -2,7 +2,7 @@
 //! key-value backend, and the host side of the `host`, `store` and `events` imports.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -10,8 +10,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::StoreError;
 use super::bindings::allocator::berth::plugin::{allocation, host, types};
 use super::bindings::framework::berth::plugin::{events, scheduling, store};
-use super::limits::{MemoryLimiter, PluginLimits};
-use super::stdio::GuestOutput;
+use super::limits::{MAX_HOST_RESOURCES, MAX_RANDOM_BYTES, MemoryLimiter, PluginLimits};
+use super::stdio::{GuestOutput, PluginLog};
 
 /// Longest key a plugin may store.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -43,11 +43,12 @@ pub type EventsWatched = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What a plugin's `Store` carries.
 pub struct PluginState {
-    /// `name@vN`, for log lines.
-    pub(crate) label: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// When the call in progress must end: waits in host calls end here too (`blocking.rs`).
+    pub(crate) deadline: Instant,
+    log: PluginLog,
     kv: Option<Arc<dyn KvBackend>>,
     /// `None`: nothing ever receives this plugin's events.
     events: Option<EventsWatched>,
@@ -62,21 +63,35 @@ impl PluginState {
     ) -> PluginState {
         // No preopened directories, no environment, no arguments, stdin closed, and no network: the
         // sandbox of DESIGN.md. Clocks and randomness stay (Rust's std needs them; they grant nothing).
+        let log = PluginLog::new(label.clone());
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::stdout(label.clone()))
-            .stderr(GuestOutput::stderr(label.clone()))
+            .stdout(GuestOutput::stdout(log.clone()))
+            .stderr(GuestOutput::stderr(log.clone()))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        // Everything WASI hands a plugin (pollables, streams) is a host object in this table: bounded, so
+        // a plugin that makes timers in a loop cannot grow the daemon's memory.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
         PluginState {
-            label,
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter::new(limits),
+            deadline: Instant::now(),
+            log,
             kv,
             events,
         }
+    }
+}
+
+impl PluginState {
+    /// The WASI resources of the instance.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -88,14 +103,7 @@ impl WasiView for PluginState {
 
 impl host::Host for PluginState {
     fn log(&mut self, level: host::Level, message: String) {
-        let plugin = &*self.label;
-        match level {
-            host::Level::Trace => tracing::trace!(target: "berth.plugin", plugin, "{message}"),
-            host::Level::Debug => tracing::debug!(target: "berth.plugin", plugin, "{message}"),
-            host::Level::Info => tracing::info!(target: "berth.plugin", plugin, "{message}"),
-            host::Level::Warn => tracing::warn!(target: "berth.plugin", plugin, "{message}"),
-            host::Level::Error => tracing::error!(target: "berth.plugin", plugin, "{message}"),
-        }
+        self.log.line(level, &message);
     }
 
     fn now_ms(&mut self) -> u64 {

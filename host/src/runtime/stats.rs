@@ -15,6 +15,7 @@ pub(crate) struct Stats {
     deadline: AtomicU64,
     memory: AtomicU64,
     traps: AtomicU64,
+    limits: AtomicU64,
     peak_memory: AtomicU64,
     recent: Mutex<Recent>,
 }
@@ -34,8 +35,10 @@ pub struct StatsSnapshot {
     pub traps: u64,
     /// Calls stopped at their deadline.
     pub deadline_exceeded: u64,
-    /// Calls that hit the memory cap.
+    /// Calls that hit the memory budget.
     pub memory_exceeded: u64,
+    /// Calls that returned more than the limits on what a call may hand back.
+    pub limits_exceeded: u64,
     /// Median call time over the recent window, microseconds.
     pub p50_us: u64,
     /// 99th percentile call time over the recent window, microseconds.
@@ -50,6 +53,9 @@ impl Stats {
         self.peak_memory.fetch_max(peak_memory as u64, Ordering::Relaxed);
         match failure {
             None => {}
+            Some(super::CallError::Limit(_)) => {
+                self.limits.fetch_add(1, Ordering::Relaxed);
+            }
             Some(super::CallError::Deadline(_)) => {
                 self.deadline.fetch_add(1, Ordering::Relaxed);
             }
@@ -79,6 +85,7 @@ impl Stats {
             traps: self.traps.load(Ordering::Relaxed),
             deadline_exceeded: self.deadline.load(Ordering::Relaxed),
             memory_exceeded: self.memory.load(Ordering::Relaxed),
+            limits_exceeded: self.limits.load(Ordering::Relaxed),
             p50_us: percentile(&micros, 50),
             p99_us: percentile(&micros, 99),
             peak_memory_bytes: self.peak_memory.load(Ordering::Relaxed),

@@ -1,9 +1,11 @@
-//! A plugin's stdout and stderr, forwarded to the daemon's log line by line (stdout at `info`, stderr at
-//! `warn`), with a cap on line length and on lines per second so a chatty plugin cannot flood the log.
+//! A plugin's log lines: its stdout and stderr (stdout at `info`, stderr at `warn`) and its `host.log`
+//! calls, all through one [`PluginLog`] per instance with a cap on line length and on lines per second, so
+//! a chatty plugin cannot flood the daemon's log, whichever way it writes and however many times it asks
+//! WASI for a fresh stdout.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,39 +14,96 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Longest line kept; the rest of a longer line is cut.
-const MAX_LINE: usize = 4096;
-/// Lines per second a plugin may log before lines are dropped (and the drop counted).
-const LINES_PER_SECOND: u32 = 200;
+use super::bindings::Level;
 
-#[derive(Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
+/// Longest line kept; the rest of a longer line is cut.
+pub const MAX_LINE: usize = 4096;
+/// Lines per second a plugin may log before lines are dropped (and the drop counted).
+pub const LINES_PER_SECOND: u32 = 200;
+
+/// One instance's log: where every line it writes goes, under one rate limit.
+#[derive(Clone)]
+pub(crate) struct PluginLog {
+    label: Arc<str>,
+    window: Arc<Mutex<Window>>,
+}
+
+struct Window {
+    started: Instant,
+    lines: u32,
+    dropped: u64,
+}
+
+impl PluginLog {
+    pub(crate) fn new(label: Arc<str>) -> PluginLog {
+        PluginLog {
+            label,
+            window: Arc::new(Mutex::new(Window { started: Instant::now(), lines: 0, dropped: 0 })),
+        }
+    }
+
+    /// Logs one line at `level`, cut to [`MAX_LINE`] bytes, unless the plugin is over its rate.
+    pub(crate) fn line(&self, level: Level, text: &str) {
+        {
+            let mut window = self.window.lock().expect("plugin log lock");
+            if window.started.elapsed().as_secs() >= 1 {
+                if window.dropped > 0 {
+                    tracing::warn!(target: "berth.plugin", plugin = %self.label, dropped = window.dropped,
+                        limit = LINES_PER_SECOND, "plugin log lines were dropped: over the rate limit");
+                }
+                *window = Window { started: Instant::now(), lines: 0, dropped: 0 };
+            }
+            if window.lines >= LINES_PER_SECOND {
+                window.dropped += 1;
+                return;
+            }
+            window.lines += 1;
+        }
+        let text = cut(text);
+        let plugin = &*self.label;
+        match level {
+            Level::Trace => tracing::trace!(target: "berth.plugin", plugin, "{text}"),
+            Level::Debug => tracing::debug!(target: "berth.plugin", plugin, "{text}"),
+            Level::Info => tracing::info!(target: "berth.plugin", plugin, "{text}"),
+            Level::Warn => tracing::warn!(target: "berth.plugin", plugin, "{text}"),
+            Level::Error => tracing::error!(target: "berth.plugin", plugin, "{text}"),
+        }
+    }
+
+    /// Lines dropped in the current second, for tests.
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
+        self.window.lock().unwrap().dropped
+    }
+}
+
+/// `text` cut to [`MAX_LINE`] bytes at a character boundary.
+fn cut(text: &str) -> &str {
+    if text.len() <= MAX_LINE {
+        return text;
+    }
+    let mut end = MAX_LINE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The `stdout`/`stderr` given to a plugin's WASI context.
 pub(crate) struct GuestOutput {
-    label: Arc<str>,
-    stream: Stream,
+    log: PluginLog,
+    level: Level,
 }
 
 impl GuestOutput {
-    pub(crate) fn stdout(label: Arc<str>) -> GuestOutput {
-        GuestOutput { label, stream: Stream::Stdout }
+    pub(crate) fn stdout(log: PluginLog) -> GuestOutput {
+        GuestOutput { log, level: Level::Info }
     }
-    pub(crate) fn stderr(label: Arc<str>) -> GuestOutput {
-        GuestOutput { label, stream: Stream::Stderr }
+    pub(crate) fn stderr(log: PluginLog) -> GuestOutput {
+        GuestOutput { log, level: Level::Warn }
     }
     fn writer(&self) -> LineWriter {
-        LineWriter {
-            label: self.label.clone(),
-            stream: self.stream,
-            line: Vec::new(),
-            window: Instant::now(),
-            in_window: 0,
-            dropped: 0,
-        }
+        LineWriter { log: self.log.clone(), level: self.level, line: Vec::new() }
     }
 }
 
@@ -63,13 +122,11 @@ impl StdoutStream for GuestOutput {
     }
 }
 
+/// Splits what a plugin writes into lines.
 struct LineWriter {
-    label: Arc<str>,
-    stream: Stream,
+    log: PluginLog,
+    level: Level,
     line: Vec<u8>,
-    window: Instant,
-    in_window: u32,
-    dropped: u64,
 }
 
 impl LineWriter {
@@ -86,24 +143,7 @@ impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
-        if self.window.elapsed().as_secs() >= 1 {
-            if self.dropped > 0 {
-                tracing::warn!(target: "berth.plugin", plugin = %self.label, dropped = self.dropped,
-                    "plugin output was rate-limited");
-            }
-            self.window = Instant::now();
-            self.in_window = 0;
-            self.dropped = 0;
-        }
-        if self.in_window >= LINES_PER_SECOND {
-            self.dropped += 1;
-            return;
-        }
-        self.in_window += 1;
-        match self.stream {
-            Stream::Stdout => tracing::info!(target: "berth.plugin", plugin = %self.label, "{text}"),
-            Stream::Stderr => tracing::warn!(target: "berth.plugin", plugin = %self.label, "{text}"),
-        }
+        self.log.line(self.level, &text);
     }
 }
 
@@ -143,5 +183,26 @@ impl AsyncWrite for LineWriter {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_way_of_writing_shares_one_rate_and_lines_are_cut() {
+        let log = PluginLog::new("p@v1".into());
+        let mut stdout = GuestOutput::stdout(log.clone()).writer();
+        let mut fresh = GuestOutput::stderr(log.clone()).writer();
+        for _ in 0..LINES_PER_SECOND / 2 {
+            stdout.push(b"a\n");
+            fresh.push(b"b\n");
+        }
+        log.line(Level::Info, "over the rate");
+        assert_eq!(log.dropped(), 1, "stdout, a second stream and host.log share the budget");
+        let long = "é".repeat(MAX_LINE);
+        assert_eq!(cut(&long).len(), MAX_LINE);
+        assert!(cut(&format!("x{long}")).len() <= MAX_LINE);
     }
 }

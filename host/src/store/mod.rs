@@ -30,6 +30,8 @@ const TASK_STATUS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 const FILTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("filters");
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// The sha256 of each compiled artifact the daemon wrote to its artifact cache, by file name.
+const ARTIFACTS: TableDefinition<&str, &str> = TableDefinition::new("artifacts");
 
 /// Errors from the store. The master treats them as fatal for the write in question: nothing that
 /// depended on it is acknowledged.
@@ -297,6 +299,7 @@ impl Store {
         txn.open_table(KV)?;
         txn.open_table(FILTERS)?;
         txn.open_table(AGENTS)?;
+        txn.open_table(ARTIFACTS)?;
         txn.commit()?;
         Ok(Store { db, components, path })
     }
@@ -450,6 +453,28 @@ impl Store {
     }
 }
 
+/// The artifact cache's record of what it wrote: kept in the daemon's own store, which nothing else
+/// writes, so a file swapped into the cache directory is not mistaken for the daemon's (`runtime/cache.rs`).
+impl crate::runtime::ArtifactLedger for Store {
+    fn digest(&self, name: &str) -> io::Result<Option<String>> {
+        let read = || -> Result<Option<String>, StoreError> {
+            let txn = self.db.begin_read()?;
+            Ok(txn.open_table(ARTIFACTS)?.get(name)?.map(|v| v.value().to_string()))
+        };
+        read().map_err(io::Error::other)
+    }
+
+    fn record(&self, name: &str, sha256: &str) -> io::Result<()> {
+        let write = || -> Result<(), StoreError> {
+            let txn = self.db.begin_write()?;
+            txn.open_table(ARTIFACTS)?.insert(name, sha256)?;
+            txn.commit()?;
+            Ok(())
+        };
+        write().map_err(io::Error::other)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +497,7 @@ mod tests {
                 limits: PluginLimits::default(),
                 loaded_at_ms: 5,
                 bundled: false,
+                rolled_back: Some("rolled back to version 1".into()),
             },
         );
         batch.kv("fw", "a".into(), Some(Bytes::from_static(b"1")));
@@ -491,6 +517,10 @@ mod tests {
         assert_eq!(loaded.meta["allocator"], "proportional");
         assert_eq!(loaded.plugins["p"].activations, vec![1, 2]);
         assert_eq!(loaded.plugin_versions[&("p".to_string(), 2)].sha256, "ab");
+        assert_eq!(
+            loaded.plugin_versions[&("p".to_string(), 2)].rolled_back.as_deref(),
+            Some("rolled back to version 1")
+        );
         assert_eq!(loaded.kv["fw"].keys().collect::<Vec<_>>(), vec!["a"]);
         assert!(loaded.filters.is_empty());
 

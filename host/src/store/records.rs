@@ -30,6 +30,9 @@ pub struct PluginVersionRecord {
     /// Whether it came from the `berth` binary rather than an upload.
     #[serde(default)]
     pub bundled: bool,
+    /// Why it was rolled back automatically, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 /// A framework instance.

@@ -4,7 +4,8 @@
 //! - `GET /write?<path>`: create a file;
 //! - `GET /list`: list `/`;
 //! - `GET /connect?<host:port>`: open a TCP connection;
-//! - `GET /env`: count environment variables.
+//! - `GET /env`: count environment variables;
+//! - `GET /body?<MiB>`: answer with a body of that many MiB (the host must refuse one too large).
 //!
 //! Each answers `allowed: …` or `denied: <the error the guest saw>`.
 
@@ -41,6 +42,11 @@ impl Framework for Probe {
 
     fn handle(&mut self, request: HttpRequest) -> ApiReply {
         let arg = request.query.clone();
+        if request.path == "/body" {
+            let mib: usize = arg.parse().unwrap_or(1);
+            let response = HttpResponse { status: 200, headers: vec![], body: vec![b'x'; mib << 20] };
+            return ApiReply { response, actions: vec![] };
+        }
         let body = match request.path.as_str() {
             "/read" => outcome(std::fs::read(&arg), |bytes| format!("read {} bytes", bytes.len())),
             "/write" => outcome(std::fs::write(&arg, b"escaped"), |()| "wrote the file".into()),
