@@ -55,6 +55,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/frameworks/{name}", any(framework_root))
         .route("/frameworks/{name}/{*path}", any(framework_path))
         .route("/ping", any(default_ping))
+        .route("/metrics", get(metrics))
         .route("/v2/events", get(events))
         .route("/v2/{*path}", any(default_v2))
         .with_state(state)
@@ -79,6 +80,49 @@ async fn default_v2(
     forward(state, caller, framework, format!("/v2/{path}"), request).await
 }
 
+/// `/metrics`: Marathon's metrics (Dropwizard JSON, what Marathon's clients ask for with `Accept:
+/// application/json`) from the default framework.
+async fn metrics(
+    State(state): State<HttpState>,
+    caller: Option<Extension<Caller>>,
+    request: Request,
+) -> Response {
+    let json = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !json {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "berth serves Marathon's JSON metrics here (ask with `Accept: application/json`); Prometheus metrics are not built yet\n",
+        )
+            .into_response();
+    }
+    let framework = state.default_framework.clone();
+    forward(state, caller, framework, "/metrics".into(), request).await
+}
+
+/// Tells the other watchers an event stream went away (Marathon's `event_stream_detached`) when dropped.
+struct Detach {
+    handle: MasterHandle,
+    framework: String,
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let payload = serde_json::json!({"eventType": "event_stream_detached", "remoteAddress": "",
+            "timestamp": crate::model::iso_now()});
+        self.handle.publish(crate::master::Event::Framework {
+            framework: self.framework.clone(),
+            event: crate::runtime::bindings::Event {
+                kind: "event_stream_detached".into(),
+                payload: payload.to_string(),
+            },
+        });
+    }
+}
+
 /// `/v2/events`: what the default framework publishes (Marathon's `status_update_event`,
 /// `deployment_info`, `deployment_success`, …) as server-sent events, optionally only `?event_type=…`.
 async fn events(State(state): State<HttpState>, Query(params): Query<Vec<(String, String)>>) -> Response {
@@ -86,8 +130,9 @@ async fn events(State(state): State<HttpState>, Query(params): Query<Vec<(String
     use futures::StreamExt;
     let types: Vec<String> = params.into_iter().filter(|(k, _)| k == "event_type").map(|(_, v)| v).collect();
     let framework = state.default_framework.clone();
-    let attached =
-        serde_json::json!({"eventType": "event_stream_attached", "remoteAddress": "", "timestamp": ""});
+    let detach = Detach { handle: state.handle.clone(), framework: framework.clone() };
+    let attached = serde_json::json!({"eventType": "event_stream_attached", "remoteAddress": "",
+        "timestamp": crate::model::iso_now()});
     let first = futures::stream::once(async move {
         Ok::<_, std::convert::Infallible>(
             SseEvent::default().event("event_stream_attached").data(attached.to_string()),
@@ -95,6 +140,8 @@ async fn events(State(state): State<HttpState>, Query(params): Query<Vec<(String
     });
     let updates =
         tokio_stream::wrappers::BroadcastStream::new(state.handle.subscribe()).filter_map(move |item| {
+            // The stream owns the guard: dropping the stream (the client went away) drops it.
+            let _detach = &detach;
             let out = match item.as_deref() {
                 Ok(crate::master::Event::Framework { framework: f, event })
                     if *f == framework && (types.is_empty() || types.contains(&event.kind)) =>

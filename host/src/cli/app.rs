@@ -212,11 +212,14 @@ fn run_blocking(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Follows a deployment with a progress bar (healthy instances of the total) until it is done; on
-/// timeout, fails with the app's last task failure.
+/// Follows a deployment until it is done: a progress bar on a terminal, else one line per change of state
+/// (so a script's log shows the deployment). Succeeds only if the deployment ended with the app at its new
+/// version and every instance up; at the timeout, fails naming the last task failure (a health check's kill
+/// included).
 fn follow(v2: &V2, id: &str, deployment: &str, timeout: Duration, json_output: bool) -> anyhow::Result<()> {
+    let interactive = !json_output && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = indicatif::ProgressBar::new(0);
-    if json_output {
+    if !interactive {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
@@ -226,51 +229,107 @@ fn follow(v2: &V2, id: &str, deployment: &str, timeout: Duration, json_output: b
     );
     bar.set_prefix(id.to_string());
     let started = Instant::now();
+    let mut last_line = String::new();
+    let mut failure = Value::Null;
     loop {
         let (status, app) = v2.call("GET", &app_path(id), None)?;
         let app = &app["app"];
-        let deployments = v2.ok("GET", "/v2/deployments", None)?;
-        let running = deployments.as_array().into_iter().flatten().any(|d| d["id"] == deployment);
+        let deployments = v2.ok("GET", "/v2/deployments?embed=lastFailure", None)?;
+        let ours = deployments.as_array().into_iter().flatten().find(|d| d["id"] == deployment);
+        if let Some(d) = ours
+            && d["lastFailure"].is_object()
+        {
+            failure = d["lastFailure"].clone();
+        }
+        let instances = app["instances"].as_u64().unwrap_or(0);
+        let has_checks = app["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
+        let up =
+            if has_checks { app["tasksHealthy"].as_u64() } else { app["tasksRunning"].as_u64() }.unwrap_or(0);
         if status == 200 {
-            let instances = app["instances"].as_u64().unwrap_or(0);
-            let has_checks = app["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
-            let healthy =
-                if has_checks { app["tasksHealthy"].as_u64() } else { app["tasksRunning"].as_u64() };
-            bar.set_length(instances);
-            bar.set_position(healthy.unwrap_or(0));
-            let failure = app["lastTaskFailure"]["message"].as_str().unwrap_or("");
-            bar.set_message(format!(
-                "running {} staged {}{}",
+            let failed = if failure.is_object() {
+                format!("; last failure: {}", describe_failure(&failure))
+            } else {
+                String::new()
+            };
+            let step =
+                ours.map(|d| format!(" (step {}/{})", d["currentStep"], d["totalSteps"])).unwrap_or_default();
+            let line = format!(
+                "{id}: {up}/{instances} {}, {} running, {} staged{step}{failed}",
+                if has_checks { "healthy" } else { "up" },
                 app["tasksRunning"],
-                app["tasksStaged"],
-                if failure.is_empty() { String::new() } else { format!("  last failure: {failure}") }
-            ));
+                app["tasksStaged"]
+            );
+            bar.set_length(instances);
+            bar.set_position(up);
+            bar.set_message(failed.trim_start_matches("; ").to_string());
+            if !interactive && !json_output && line != last_line {
+                println!("{line}");
+                last_line = line;
+            }
         }
         bar.tick();
-        if !running {
-            bar.finish_with_message("deployment succeeded");
-            if json_output {
-                output::print_one(true, &json!({"app": id, "deployment": deployment, "result": "succeeded"}));
-            }
-            return Ok(());
+        // The app was read before the deployments: it may still name ours, which just ended. Look again.
+        let app_names_ours =
+            app["deployments"].as_array().into_iter().flatten().any(|d| d["id"] == deployment);
+        if ours.is_none() && !app_names_ours {
+            let other = app["deployments"].as_array().and_then(|d| d.first()).and_then(|d| d["id"].as_str());
+            let outcome = match (status, other) {
+                (200, None) if up >= instances => Ok(()),
+                (200, Some(other)) => {
+                    Err(format!("deployment {deployment} was replaced by deployment {other}"))
+                }
+                (200, None) => Err(format!(
+                    "deployment {deployment} ended with {up}/{instances} instances up (it was rolled back or cancelled)"
+                )),
+                _ => Err(format!("deployment {deployment} ended and app {id} is gone")),
+            };
+            return match outcome {
+                Ok(()) => {
+                    bar.finish_with_message("deployment succeeded");
+                    if json_output {
+                        output::print_one(
+                            true,
+                            &json!({"app": id, "deployment": deployment, "result": "succeeded"}),
+                        );
+                    } else {
+                        println!("{id}: deployment {deployment} succeeded: {up}/{instances} instances up");
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    bar.abandon_with_message("deployment did not succeed");
+                    bail!("{e}")
+                }
+            };
         }
         if started.elapsed() > timeout {
             bar.abandon_with_message("gave up waiting");
-            let failure = &app["lastTaskFailure"];
+            if failure.is_null() && app["lastTaskFailure"].is_object() {
+                failure = app["lastTaskFailure"].clone();
+            }
             if failure.is_object() {
                 bail!(
-                    "deployment {deployment} did not finish in {}s; the last task failure was {} on {}: {}",
+                    "deployment {deployment} did not succeed in {}s ({up}/{instances} instances up); the last task failure: {}",
                     timeout.as_secs(),
-                    failure["state"].as_str().unwrap_or("?"),
-                    failure["host"].as_str().unwrap_or("?"),
-                    failure["message"].as_str().unwrap_or("")
+                    describe_failure(&failure)
                 );
             }
             bail!(
-                "deployment {deployment} did not finish in {}s (no task has failed: waiting for offers or health checks)",
+                "deployment {deployment} did not succeed in {}s ({up}/{instances} instances up); no task has failed since it began: \
+                 it waits for offers (see `curl .../v2/queue`), for health checks, or for tasks to stay up their minimum healthy time",
                 timeout.as_secs()
             );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A task failure as a line: its state, host and message.
+fn describe_failure(failure: &Value) -> String {
+    format!(
+        "{} on {}: {}",
+        failure["state"].as_str().unwrap_or("?"),
+        failure["host"].as_str().unwrap_or("?"),
+        failure["message"].as_str().filter(|m| !m.is_empty()).unwrap_or("(no message)")
+    )
 }

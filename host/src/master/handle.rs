@@ -295,6 +295,13 @@ impl MasterHandle {
         self.events.subscribe()
     }
 
+    /// Publishes an event to watchers (the host's own, such as an event stream detaching).
+    pub fn publish(&self, event: Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(event));
+        }
+    }
+
     /// The plugin registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

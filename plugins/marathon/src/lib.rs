@@ -3,19 +3,30 @@
 //!
 //! - [`app`]: app definitions as Marathon clients send them, checked, and back;
 //! - [`constraints`]: placement constraints;
-//! - [`scheduler`]: keeping instances running, rolling upgrades, backoff, deployments;
+//! - [`scheduler`]: the framework's state between calls, and `converge`, which ends every call;
+//! - [`planning`]: what each app needs (launches, kills, rolling upgrades);
+//! - [`placement`]: which offers take which tasks;
+//! - [`status`]: task status updates and backoff;
+//! - [`deployments`]: deployments and definition versions;
 //! - [`api`]: the `/v2` REST API, served through the `handle` export;
 //! - [`model`]: the state, kept in the framework's store so traps, hot swaps and restarts lose nothing.
 //!
-//! Configuration (JSON, optional): `{"decline_seconds": 120}`.
+//! Configuration (JSON, optional, these are the defaults): `{"decline_seconds": 120, "unfit_decline_seconds": 5,
+//! "min_healthy_seconds": 5, "service_ports": [10000, 20000]}`.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
 pub mod constraints;
+pub mod deployments;
 pub mod model;
+pub mod placement;
+pub mod planning;
+pub mod queue;
 pub mod scheduler;
+pub mod service_ports;
+pub mod status;
 mod time;
 
 #[cfg(target_arch = "wasm32")]

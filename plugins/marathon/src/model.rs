@@ -96,6 +96,10 @@ pub struct Task {
     pub last_health_ms: Option<u64>,
     /// A kill was sent.
     pub killing: bool,
+    /// Since when it has been ready (running and, with health checks, healthy), without a break: it counts
+    /// toward a deployment only once it has been ready for the app's minimum healthy time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since_ms: Option<u64>,
 }
 
 impl Task {
@@ -107,6 +111,13 @@ impl Task {
     /// Running and, when it has health checks, healthy.
     pub fn healthy(&self) -> bool {
         self.phase == Phase::Running && (!self.has_health_checks || self.healthy == Some(true))
+    }
+
+    /// Ready (active, running, healthy) without a break for at least `min_ms` at `now_ms`.
+    pub fn proven(&self, now_ms: u64, min_ms: u64) -> bool {
+        self.active()
+            && self.healthy()
+            && self.ready_since_ms.is_some_and(|s| now_ms.saturating_sub(s) >= min_ms)
     }
 }
 
@@ -131,17 +142,49 @@ impl Kind {
     }
 }
 
-/// A change in progress.
+/// What a deployment does to one app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub app: String,
+    pub kind: Kind,
+    /// The app's version before the change, for rollback (none for a start).
+    pub from_version: Option<String>,
+}
+
+/// A change of one or several apps in progress: one deployment for all the apps one request changed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
-    pub app: String,
-    pub kind: Kind,
-    /// The deployment's own version (the app version it deploys).
+    #[serde(default)]
+    pub changes: Vec<Change>,
+    /// The deployment's own version (the version of the definitions it deploys).
     pub version: String,
-    /// The app version before the change, for rollback (none for a start).
-    pub from_version: Option<String>,
     pub started_ms: u64,
+    /// Records written before a deployment could change several apps held one app's change in these.
+    #[serde(default, skip_serializing)]
+    app: Option<String>,
+    #[serde(default, skip_serializing)]
+    kind: Option<Kind>,
+    #[serde(default, skip_serializing)]
+    from_version: Option<String>,
+}
+
+impl Deployment {
+    pub fn new(id: String, changes: Vec<Change>, version: String, started_ms: u64) -> Deployment {
+        Deployment { id, changes, version, started_ms, app: None, kind: None, from_version: None }
+    }
+
+    /// The apps it changes.
+    pub fn apps(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().map(|c| c.app.as_str())
+    }
+
+    /// Moves a record of the one-app form into `changes`.
+    fn upgrade(&mut self) {
+        if let (Some(app), Some(kind)) = (self.app.take(), self.kind.take()) {
+            self.changes.push(Change { app, kind, from_version: self.from_version.take() });
+        }
+    }
 }
 
 /// Counters and flags.
@@ -315,7 +358,8 @@ impl State {
             state.index_task(task);
         }
         for key in store.keys("deployment/") {
-            let d: Deployment = decode(&key, &store.get(&key).unwrap_or_default())?;
+            let mut d: Deployment = decode(&key, &store.get(&key).unwrap_or_default())?;
+            d.upgrade();
             state.deployments.insert(d.id.clone(), d);
         }
         if let Some(bytes) = store.get("meta") {
@@ -558,6 +602,7 @@ mod tests {
             has_health_checks: false,
             last_health_ms: None,
             killing: false,
+            ready_since_ms: None,
         }
     }
 

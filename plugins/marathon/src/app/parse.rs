@@ -1,182 +1,11 @@
-//! App definitions as Marathon clients send them, checked and turned into [`App`], the canonical form the
-//! scheduler works from (every default filled in), and back into Marathon's JSON.
-//!
-//! Parsing is lenient where Marathon clients are sloppy (nulls, fields berth does not use) and strict where a
-//! wrong value would run something other than what was asked: those get Marathon's 422 shape with the path
-//! of each problem.
+//! Reading an app definition as Marathon clients send it: Marathon's fields and defaults, every problem
+//! collected with its path (Marathon's 422 shape), nothing accepted that is not honoured.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::constraints::Constraint;
-
-/// One problem with a definition: Marathon's `{"path": "/cpus", "errors": ["…"]}`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Problem {
-    pub path: String,
-    pub errors: Vec<String>,
-}
-
-/// Why a definition was refused, as Marathon answers (HTTP 422).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Invalid(pub Vec<Problem>);
-
-impl Invalid {
-    pub fn one(path: &str, error: impl Into<String>) -> Invalid {
-        Invalid(vec![Problem { path: path.into(), errors: vec![error.into()] }])
-    }
-
-    pub fn body(&self) -> Value {
-        json!({ "message": "Object is not valid", "details": self.0 })
-    }
-}
-
-/// How tasks reach the network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NetworkMode {
-    Host,
-    Bridge,
-    None,
-    User(String),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub container_port: u16,
-    /// 0: any port from the offer.
-    pub host_port: u16,
-    pub protocol: String,
-    pub name: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortDefinition {
-    /// 0: any port from the offer.
-    pub port: u16,
-    pub protocol: String,
-    pub name: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volume {
-    pub container_path: String,
-    pub host_path: String,
-    pub read_only: bool,
-}
-
-/// A health check with Marathon's fields and defaults.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    /// `HTTP`, `HTTPS`, `TCP` or `COMMAND` (`MESOS_*` are accepted and run by the agent the same way).
-    pub protocol: String,
-    pub path: String,
-    pub port_index: u32,
-    pub command: Option<String>,
-    pub grace_period_seconds: u32,
-    pub interval_seconds: u32,
-    pub timeout_seconds: u32,
-    pub max_consecutive_failures: u32,
-    pub delay_seconds: u32,
-    pub ignore_http1xx: bool,
-}
-
-/// Which tasks go first when scaling down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KillSelection {
-    YoungestFirst,
-    OldestFirst,
-}
-
-/// An app, canonical.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct App {
-    /// Absolute path, e.g. `/shop/web`.
-    pub id: String,
-    pub cmd: Option<String>,
-    pub args: Vec<String>,
-    pub cpus: f64,
-    pub mem: f64,
-    pub disk: f64,
-    pub gpus: u32,
-    pub instances: u32,
-    pub env: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-    pub image: String,
-    pub force_pull_image: bool,
-    pub privileged: bool,
-    pub network: NetworkMode,
-    pub port_mappings: Vec<PortMapping>,
-    pub port_definitions: Vec<PortDefinition>,
-    pub require_ports: bool,
-    pub volumes: Vec<Volume>,
-    pub constraints: Vec<Constraint>,
-    pub health_checks: Vec<HealthCheck>,
-    pub backoff_seconds: f64,
-    pub backoff_factor: f64,
-    pub max_launch_delay_seconds: f64,
-    pub minimum_health_capacity: f64,
-    pub maximum_over_capacity: f64,
-    pub kill_selection: KillSelection,
-    pub task_kill_grace_period_seconds: Option<f64>,
-    pub user: Option<String>,
-    /// Marathon's `container.docker.parameters`, kept to echo back (berth does not pass them to Docker).
-    pub docker_parameters: Vec<Value>,
-}
-
-impl App {
-    /// Thousandths of a core per task.
-    pub fn milli_cpus(&self) -> u64 {
-        ((self.cpus * 1000.0).ceil() as u64).max(1)
-    }
-
-    /// MiB of memory per task.
-    pub fn mem_mib(&self) -> u64 {
-        self.mem.ceil() as u64
-    }
-
-    pub fn disk_mib(&self) -> u64 {
-        self.disk.ceil() as u64
-    }
-
-    /// Host ports each task needs.
-    pub fn port_count(&self) -> usize {
-        match self.network {
-            NetworkMode::Host => self.port_definitions.len(),
-            NetworkMode::Bridge | NetworkMode::User(_) => self.port_mappings.len(),
-            NetworkMode::None => 0,
-        }
-    }
-
-    /// Host ports each task must have exactly (0 where any will do), in port order.
-    pub fn fixed_ports(&self) -> Vec<u16> {
-        match self.network {
-            NetworkMode::Host => {
-                self.port_definitions.iter().map(|p| if self.require_ports { p.port } else { 0 }).collect()
-            }
-            NetworkMode::Bridge | NetworkMode::User(_) => {
-                self.port_mappings.iter().map(|m| m.host_port).collect()
-            }
-            NetworkMode::None => Vec::new(),
-        }
-    }
-
-    /// Whether two definitions differ in anything but the instance count (a config change, which means a
-    /// new version and a rolling restart; an instance change is a scaling).
-    pub fn config_differs(&self, other: &App) -> bool {
-        let mut a = self.clone();
-        a.instances = other.instances;
-        a != *other
-    }
-
-    /// The kill grace period for tasks, in milliseconds.
-    pub fn kill_grace_ms(&self) -> u32 {
-        self.task_kill_grace_period_seconds.map(|s| (s * 1000.0) as u32).unwrap_or(3_000)
-    }
-}
+use super::*;
 
 /// The JSON of a field that may be absent or null.
 fn field<'a>(object: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -291,6 +120,104 @@ pub fn normalize_id(raw: &str) -> Result<String, String> {
     Ok(format!("/{}", segments.join("/")))
 }
 
+/// Fields of Marathon's app definition that berth honours (each is read below).
+const HONOURED: &[&str] = &[
+    "id",
+    "cmd",
+    "args",
+    "cpus",
+    "mem",
+    "disk",
+    "gpus",
+    "instances",
+    "env",
+    "labels",
+    "backoffSeconds",
+    "backoffFactor",
+    "maxLaunchDelaySeconds",
+    "requirePorts",
+    "user",
+    "taskKillGracePeriodSeconds",
+    "container",
+    "networks",
+    "ports",
+    "portDefinitions",
+    "constraints",
+    "healthChecks",
+    "upgradeStrategy",
+    "killSelection",
+];
+
+/// Fields only responses carry. Clients that update an app with what they read send them back; they are not
+/// part of the definition, and are ignored.
+const READ_ONLY: &[&str] = &[
+    "version",
+    "versionInfo",
+    "tasksRunning",
+    "tasksStaged",
+    "tasksHealthy",
+    "tasksUnhealthy",
+    "tasks",
+    "deployments",
+    "lastTaskFailure",
+    "taskStats",
+    "readinessCheckResults",
+];
+
+/// Marathon's fields berth does not build, and why: accepted only at their defaults (which clients send),
+/// refused with this reason otherwise.
+const NOT_BUILT: &[(&str, &str)] = &[
+    ("uris", "fetching artifacts is not supported by berth: bake them into the image"),
+    ("fetch", "fetching artifacts is not supported by berth: bake them into the image"),
+    ("storeUrls", "is not supported by berth"),
+    ("readinessChecks", "readiness checks are not supported by berth: use health checks"),
+    ("secrets", "secrets are not supported by berth"),
+    ("residency", "persistent volumes are not supported by berth"),
+    ("dependencies", "app dependencies are not supported by berth: deploy the apps in order"),
+    ("acceptedResourceRoles", "berth offers every node to every role: only [\"*\"] is accepted"),
+    (
+        "unreachableStrategy",
+        "berth replaces tasks of an unreachable agent once it times out (`disabled` is not supported)",
+    ),
+    ("executor", "berth runs Docker containers, not Mesos executors"),
+    ("ipAddress", "IP-per-task is not supported: use `networks` with a container network"),
+    ("tty", "a TTY is not supported by berth"),
+    ("role", "berth runs every app in the framework's role: only \"*\" is accepted"),
+];
+
+/// Whether `value` is what clients send for a field they leave at its default.
+fn at_default(name: &str, value: &Value) -> bool {
+    match (name, value) {
+        (_, Value::Null) => true,
+        (_, Value::Array(a)) if a.is_empty() => true,
+        (_, Value::Object(o)) if o.is_empty() => true,
+        ("acceptedResourceRoles", Value::Array(a)) => a.iter().all(|r| r == "*"),
+        ("role", Value::String(s)) => s.is_empty() || s == "*",
+        ("executor", Value::String(s)) => s.is_empty() || s == "//cmd",
+        ("tty", Value::Bool(b)) => !b,
+        ("unreachableStrategy", Value::Object(o)) => {
+            o.get("inactiveAfterSeconds").and_then(Value::as_f64).is_some_and(|v| v <= 0.0)
+                && o.get("expungeAfterSeconds").and_then(Value::as_f64).is_some_and(|v| v <= 0.0)
+        }
+        _ => false,
+    }
+}
+
+/// Refuses, by name, every field that is not honoured: Marathon's fields berth does not build (unless left at
+/// their defaults), and fields that are not Marathon's at all. Nothing is silently dropped.
+fn check_fields(r: &mut Reader<'_>, object: &serde_json::Map<String, Value>) {
+    for (name, value) in object {
+        if HONOURED.contains(&name.as_str()) || READ_ONLY.contains(&name.as_str()) {
+            continue;
+        }
+        match NOT_BUILT.iter().find(|(field, _)| field == name) {
+            Some((_, why)) if !at_default(name, value) => r.problem(&format!("/{name}"), *why),
+            Some(_) => {}
+            None => r.problem(&format!("/{name}"), "is not a field of Marathon's app definition"),
+        }
+    }
+}
+
 /// Reads an app definition. `id` overrides the body's id (a `PUT /v2/apps/{id}`).
 pub fn parse(body: &Value, id: Option<&str>) -> Result<App, Invalid> {
     let Value::Object(object) = body else {
@@ -315,6 +242,11 @@ pub fn parse(body: &Value, id: Option<&str>) -> Result<App, Invalid> {
     let instances = r.number("instances", 1.0);
     let env = r.map("/env", field(object, "env"));
     let labels = r.map("/labels", field(object, "labels"));
+    if let Some(value) = labels.get(MIN_HEALTHY_LABEL)
+        && !value.trim().parse::<f64>().is_ok_and(|s| s.is_finite() && s >= 0.0)
+    {
+        r.problem(&format!("/labels/{MIN_HEALTHY_LABEL}"), "must be a number of seconds, 0 or more");
+    }
     let backoff_seconds = r.number("backoffSeconds", 1.0);
     let backoff_factor = r.number("backoffFactor", 1.15);
     let max_launch_delay_seconds = r.number("maxLaunchDelaySeconds", 300.0);
@@ -346,20 +278,7 @@ pub fn parse(body: &Value, id: Option<&str>) -> Result<App, Invalid> {
     if max_launch_delay_seconds < 0.0 {
         r.problem("/maxLaunchDelaySeconds", "must be at least 0");
     }
-    for unsupported in ["uris", "fetch", "readinessChecks", "secrets", "residency"] {
-        let used = match field(object, unsupported) {
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::Object(o)) => !o.is_empty(),
-            Some(_) => true,
-            None => false,
-        };
-        if used {
-            r.problem(
-                &format!("/{unsupported}"),
-                "is not supported by berth (bake what it provides into the image)",
-            );
-        }
-    }
+    check_fields(&mut r, object);
 
     // Container.
     let container = field(object, "container").cloned().unwrap_or(Value::Null);
@@ -382,6 +301,27 @@ pub fn parse(body: &Value, id: Option<&str>) -> Result<App, Invalid> {
     let force_pull_image = docker.get("forcePullImage").and_then(Value::as_bool).unwrap_or(false);
     let privileged = docker.get("privileged").and_then(Value::as_bool).unwrap_or(false);
     let docker_parameters = docker.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+    if !docker_parameters.is_empty() {
+        r.problem(
+            "/container/docker/parameters",
+            "arbitrary docker run options are not supported by berth: use the app's fields (resources, \
+             network, volumes, privileged)",
+        );
+    }
+    for (object, path, known) in [
+        (container.as_object(), "/container", &["type", "docker", "volumes", "portMappings"][..]),
+        (
+            docker.as_object(),
+            "/container/docker",
+            &["image", "network", "portMappings", "privileged", "parameters", "forcePullImage", "command"][..],
+        ),
+    ] {
+        for (name, value) in object.into_iter().flatten() {
+            if !known.contains(&name.as_str()) && !value.is_null() {
+                r.problem(&format!("{path}/{name}"), "is not supported by berth");
+            }
+        }
+    }
 
     let network = read_network(&mut r, object, &docker);
     let mappings_json = container
@@ -587,6 +527,7 @@ fn read_port_mappings(r: &mut Reader<'_>, value: Option<&Value>) -> Vec<PortMapp
             PortMapping {
                 container_port,
                 host_port,
+                service_port: port_number(r, &format!("{path}/servicePort"), m.get("servicePort")),
                 protocol: protocol(r, &format!("{path}/protocol"), m.get("protocol")),
                 name: m.get("name").and_then(Value::as_str).map(String::from),
                 labels: labels_of(m.get("labels")),
@@ -691,85 +632,6 @@ fn read_health_check(r: &mut Reader<'_>, i: usize, h: &Value) -> Option<HealthCh
         delay_seconds: seconds("delaySeconds", 15),
         ignore_http1xx: h.get("ignoreHttp1xx").and_then(Value::as_bool).unwrap_or(false),
         protocol,
-    })
-}
-
-/// Marathon's JSON for an app definition (without runtime fields such as task counts).
-pub fn to_json(app: &App, version: &str) -> Value {
-    let mut docker = json!({
-        "image": app.image,
-        "forcePullImage": app.force_pull_image,
-        "privileged": app.privileged,
-        "parameters": app.docker_parameters,
-    });
-    match &app.network {
-        NetworkMode::Host => docker["network"] = json!("HOST"),
-        NetworkMode::Bridge => docker["network"] = json!("BRIDGE"),
-        NetworkMode::None => docker["network"] = json!("NONE"),
-        NetworkMode::User(_) => docker["network"] = json!("USER"),
-    }
-    let port_mappings: Vec<Value> = app
-        .port_mappings
-        .iter()
-        .map(|m| {
-            json!({"containerPort": m.container_port, "hostPort": m.host_port, "servicePort": 0,
-                   "protocol": m.protocol, "name": m.name, "labels": m.labels})
-        })
-        .collect();
-    let volumes: Vec<Value> = app
-        .volumes
-        .iter()
-        .map(|v| json!({"containerPath": v.container_path, "hostPath": v.host_path, "mode": if v.read_only { "RO" } else { "RW" }}))
-        .collect();
-    let mut container = json!({"type": "DOCKER", "docker": docker, "volumes": volumes});
-    if !port_mappings.is_empty() {
-        container["portMappings"] = json!(port_mappings);
-    }
-    let networks = match &app.network {
-        NetworkMode::Host => json!([{"mode": "host"}]),
-        NetworkMode::Bridge => json!([{"mode": "container/bridge"}]),
-        NetworkMode::User(name) => json!([{"mode": "container", "name": name}]),
-        NetworkMode::None => json!([]),
-    };
-    json!({
-        "id": app.id,
-        "cmd": app.cmd,
-        "args": if app.args.is_empty() { Value::Null } else { json!(app.args) },
-        "cpus": app.cpus,
-        "mem": app.mem,
-        "disk": app.disk,
-        "gpus": app.gpus,
-        "instances": app.instances,
-        "env": app.env,
-        "labels": app.labels,
-        "container": container,
-        "networks": networks,
-        "portDefinitions": app.port_definitions.iter().map(|p| json!({"port": p.port, "protocol": p.protocol, "name": p.name, "labels": p.labels})).collect::<Vec<_>>(),
-        "requirePorts": app.require_ports,
-        "constraints": app.constraints.iter().map(Constraint::to_json).collect::<Vec<_>>(),
-        "healthChecks": app.health_checks.iter().map(|h| {
-            let mut v = json!({
-                "protocol": h.protocol, "path": h.path, "portIndex": h.port_index,
-                "gracePeriodSeconds": h.grace_period_seconds, "intervalSeconds": h.interval_seconds,
-                "timeoutSeconds": h.timeout_seconds, "maxConsecutiveFailures": h.max_consecutive_failures,
-                "delaySeconds": h.delay_seconds, "ignoreHttp1xx": h.ignore_http1xx,
-            });
-            if let Some(c) = &h.command {
-                v["command"] = json!({"value": c});
-            }
-            v
-        }).collect::<Vec<_>>(),
-        "backoffSeconds": app.backoff_seconds,
-        "backoffFactor": app.backoff_factor,
-        "maxLaunchDelaySeconds": app.max_launch_delay_seconds,
-        "upgradeStrategy": {"minimumHealthCapacity": app.minimum_health_capacity, "maximumOverCapacity": app.maximum_over_capacity},
-        "killSelection": match app.kill_selection { KillSelection::YoungestFirst => "YOUNGEST_FIRST", KillSelection::OldestFirst => "OLDEST_FIRST" },
-        "taskKillGracePeriodSeconds": app.task_kill_grace_period_seconds,
-        "user": app.user,
-        "version": version,
-        "uris": [],
-        "fetch": [],
-        "dependencies": [],
     })
 }
 
