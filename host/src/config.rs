@@ -27,6 +27,9 @@ pub struct ServeConfig {
     pub agent_token: Option<String>,
     /// Require the operator token for reads too.
     pub protect_reads: bool,
+    /// Names the HTTP API answers to while reads are open, besides IP addresses, `localhost` and this
+    /// machine's hostname: a guard against DNS rebinding. `["*"]` turns the guard off.
+    pub allowed_hosts: Vec<String>,
     /// Where compiled plugins are cached. Default: `<data-dir>/plugins/cache`. Artifacts are keyed by
     /// component digest and engine settings, so several daemons may share one directory.
     pub artifact_cache: Option<PathBuf>,
@@ -45,6 +48,7 @@ impl Default for ServeConfig {
             token: None,
             agent_token: None,
             protect_reads: false,
+            allowed_hosts: Vec::new(),
             artifact_cache: None,
             master: MasterSection::default(),
             plugins: PluginLimits::default(),
@@ -191,7 +195,8 @@ pub fn token_file(path: &Path, what: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path`, readable by its owner only.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;

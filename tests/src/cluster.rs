@@ -110,6 +110,19 @@ impl Master {
         master
     }
 
+    /// The memory of the running `berth serve`: its resident set now and its peak, in MiB (`VmRSS`,
+    /// `VmHWM` of `/proc/<pid>/status`).
+    pub fn memory_mib(&self) -> (u64, u64) {
+        let pid = self.pid().expect("the master runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> u64 {
+            let line =
+                status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {status}"));
+            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     /// The process id of the running `berth serve`.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -301,8 +314,23 @@ impl Agent {
 
     /// Like [`Agent::start`], presenting `token` instead of the master's agent token.
     pub fn start_with_token(master: &Master, name: &str, token: &str, args: &[&str]) -> Agent {
+        Agent::start_seeded(master, name, token, &[], args)
+    }
+
+    /// Like [`Agent::start_with_token`], with `files` (name, contents) written into its work directory
+    /// first: an `agent-id` or `agent-credential` taken from another agent, say.
+    pub fn start_seeded(
+        master: &Master,
+        name: &str,
+        token: &str,
+        files: &[(&str, &str)],
+        args: &[&str],
+    ) -> Agent {
         let work_dir = master._dir.path().join(format!("agent-{name}"));
         std::fs::create_dir_all(&work_dir).unwrap();
+        for (file, contents) in files {
+            std::fs::write(work_dir.join(file), contents).unwrap();
+        }
         let mut agent = Agent {
             child: None,
             name: name.into(),
@@ -373,6 +401,11 @@ impl Agent {
         let pid = self.child.as_ref().expect("the agent runs").id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().expect("running kill");
         assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// A file of its work directory (`agent-id`, `agent-credential`).
+    pub fn file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.work_dir.join(name)).ok()
     }
 
     /// Its agent id (kept in its work directory).

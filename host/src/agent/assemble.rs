@@ -50,6 +50,8 @@ pub struct AgentSettings {
     pub allow_privileged: bool,
     /// Bind-mount host paths when a task asks.
     pub allow_host_mounts: bool,
+    /// Run tasks on the host's network when they ask (Marathon's default network mode).
+    pub allow_host_network: bool,
     /// The node's hostname as the master shows it [default: this machine's].
     pub hostname: Option<String>,
     /// How long exited containers (and their logs) are kept, seconds.
@@ -74,6 +76,7 @@ impl Default for AgentSettings {
             attributes: BTreeMap::new(),
             allow_privileged: false,
             allow_host_mounts: false,
+            allow_host_network: true,
             hostname: None,
             log_retention_s: 900,
         }
@@ -106,7 +109,12 @@ pub struct Assembled {
 }
 
 /// Creates the backend and works out the node's resources.
-pub async fn assemble(settings: &AgentSettings, agent_id: &str, hostname: &str) -> anyhow::Result<Assembled> {
+pub async fn assemble(
+    settings: &AgentSettings,
+    agent_id: &str,
+    hostname: &str,
+    credential_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<Assembled> {
     let (tx, events) = mpsc::unbounded_channel();
     let (backend, cpus, mem_mib): (Arc<dyn Backend>, f64, u64) = match settings.backend {
         BackendKind::Simulated => (
@@ -119,6 +127,8 @@ pub async fn assemble(settings: &AgentSettings, agent_id: &str, hostname: &str) 
                 policy: Policy {
                     allow_privileged: settings.allow_privileged,
                     allow_host_mounts: settings.allow_host_mounts,
+                    allow_host_network: settings.allow_host_network,
+                    disk_quota: false,
                 },
                 retention: Duration::from_secs(settings.log_retention_s),
             };
@@ -148,6 +158,8 @@ pub async fn assemble(settings: &AgentSettings, agent_id: &str, hostname: &str) 
             .collect(),
         allow_privileged: settings.allow_privileged,
         allow_host_mounts: settings.allow_host_mounts,
+        allow_host_network: settings.allow_host_network,
+        credential_file,
     };
     Ok(Assembled { config, backend, events })
 }

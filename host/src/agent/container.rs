@@ -22,11 +22,52 @@ pub const LABEL_SPEC: &str = "berth.spec";
 const CPU_PERIOD: i64 = 100_000;
 
 /// What the agent allows tasks to ask for.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Policy {
     pub allow_privileged: bool,
     pub allow_host_mounts: bool,
+    pub allow_host_network: bool,
+    /// The engine's storage driver can enforce a disk size per container (overlay2 on xfs with project
+    /// quotas): then a task's `disk` is its container's limit.
+    pub disk_quota: bool,
 }
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow_privileged: false,
+            allow_host_mounts: false,
+            allow_host_network: true,
+            disk_quota: false,
+        }
+    }
+}
+
+/// Processes (and threads) a task may run at once: a fork bomb stops there instead of exhausting the
+/// node's PIDs.
+pub const PIDS_LIMIT: i64 = 4096;
+/// The engine keeps at most this much of a task's output (in `LOG_FILES` files), so a chatty task cannot
+/// fill the node's disk.
+pub const LOG_MAX_SIZE: &str = "50m";
+const LOG_FILES: &str = "3";
+/// The capabilities a task gets: Docker's default set, named so that nothing widens it (everything else
+/// dropped). A privileged task, which the node must allow, gets all of them.
+pub const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
 
 /// The container name of a task: its framework and id (which only use characters Docker accepts), and a
 /// short hash of the agent id, so agents (or clusters) sharing one engine never collide.
@@ -117,6 +158,18 @@ pub fn config(
     if !container.volumes.is_empty() && !policy.allow_host_mounts {
         return Err("host mounts are not allowed on this agent (--allow-host-mounts)".into());
     }
+    let user_network = container.network.as_ref().map(|n| n.user_network.as_str()).unwrap_or_default();
+    let mode = container.network.as_ref().map(|n| n.mode()).unwrap_or(pb::network::Mode::Bridge);
+    if mode == pb::network::Mode::User && user_network.starts_with("container:") {
+        return Err(format!(
+            "network `{user_network}` would join another container's namespaces: not allowed"
+        ));
+    }
+    let host_network =
+        mode == pb::network::Mode::Host || (mode == pb::network::Mode::User && user_network == "host");
+    if host_network && !policy.allow_host_network {
+        return Err("the host network is not allowed on this agent".into());
+    }
 
     let mut labels: HashMap<String, String> = container
         .labels
@@ -144,7 +197,6 @@ pub fn config(
         None => (explicit_entrypoint, (!container.args.is_empty()).then(|| container.args.clone())),
     };
 
-    let mode = container.network.as_ref().map(|n| n.mode()).unwrap_or(pb::network::Mode::Bridge);
     let network_mode = match mode {
         pb::network::Mode::Bridge => "bridge".to_string(),
         pb::network::Mode::Host => "host".to_string(),
@@ -193,6 +245,19 @@ pub fn config(
                 .collect()
         }),
         privileged: Some(container.privileged),
+        pids_limit: Some(PIDS_LIMIT),
+        cap_drop: (!container.privileged).then(|| vec!["ALL".to_string()]),
+        cap_add: (!container.privileged).then(|| CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+        log_config: Some(bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                ("max-file".to_string(), LOG_FILES.to_string()),
+            ])),
+        }),
+        storage_opt: (policy.disk_quota && resources.disk_mib > 0)
+            .then(|| HashMap::from([("size".to_string(), format!("{}M", resources.disk_mib))])),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -310,9 +375,7 @@ mod tests {
         let mut t = task();
         t.container.as_mut().unwrap().privileged = true;
         assert!(config(("a", "h"), "f", &t, Policy::default()).unwrap_err().contains("privileged"));
-        assert!(
-            config(("a", "h"), "f", &t, Policy { allow_privileged: true, allow_host_mounts: false }).is_ok()
-        );
+        assert!(config(("a", "h"), "f", &t, Policy { allow_privileged: true, ..Policy::default() }).is_ok());
     }
 
     #[test]

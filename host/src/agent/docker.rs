@@ -92,6 +92,21 @@ impl DockerBackend {
             .await
             .context("cannot reach the Docker engine (is it running, and may this user use its socket?)")?;
         let info = docker.info().await.context("asking the Docker engine for its resources")?;
+        // A disk size per container needs overlay2 on xfs (mounted with project quotas).
+        let backing = info
+            .driver_status
+            .iter()
+            .flatten()
+            .find(|kv| kv.first().is_some_and(|k| k == "Backing Filesystem"))
+            .and_then(|kv| kv.get(1).cloned())
+            .unwrap_or_default();
+        let mut options = options;
+        options.policy.disk_quota = info.driver.as_deref() == Some("overlay2") && backing == "xfs";
+        if !options.policy.disk_quota {
+            tracing::warn!(target: "berth.agent", driver = info.driver.as_deref().unwrap_or("?"), backing = %backing,
+                "the engine's storage driver cannot limit a container's disk: tasks' `disk` is not enforced on this node \
+                 (it needs overlay2 on xfs with project quotas)");
+        }
         let detected = Detected {
             milli_cpus: info.ncpu.unwrap_or(1).max(1) as u64 * 1000,
             mem_mib: (info.mem_total.unwrap_or(0).max(0) as u64) / (1024 * 1024),

@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub attributes: Vec<pb::Attribute>,
     pub allow_privileged: bool,
     pub allow_host_mounts: bool,
+    pub allow_host_network: bool,
+    /// Where the credential the master issues at the first registration is kept (`None`: in memory only).
+    pub credential_file: Option<std::path::PathBuf>,
 }
 
 /// How the agent reaches its master.
@@ -69,7 +72,7 @@ enum Link {
 impl Link {
     async fn open(transport: &Transport) -> anyhow::Result<Link> {
         match transport {
-            Transport::Local(handle) => Ok(Link::Local(handle.connect_agent()?)),
+            Transport::Local(handle) => Ok(Link::Local(handle.connect_local_agent()?)),
             Transport::Remote { endpoint, token } => {
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
                     .with_context(|| format!("invalid master address `{endpoint}`"))?
@@ -166,6 +169,12 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let boot = format!("{:x}", crate::model::unix_ms());
+    let mut credential = config
+        .credential_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default();
     let mut counter: u64 = 0;
     let mut unacked = Unacked::default();
     let mut backoff = Duration::from_millis(100);
@@ -196,13 +205,31 @@ pub async fn run(
             tasks: backend.tasks().await,
             allow_privileged: config.allow_privileged,
             allow_host_mounts: config.allow_host_mounts,
+            allow_host_network: config.allow_host_network,
             version: env!("CARGO_PKG_VERSION").to_string(),
             backend: backend.name().to_string(),
+            credential: credential.clone(),
         };
         link.send(ToMaster::Register(register));
         let heartbeat = match tokio::time::timeout(REGISTER_TIMEOUT, link.recv()).await {
             Ok(Some(FromMaster::Registered(r))) => {
+                if !r.credential.is_empty() {
+                    credential = r.credential.clone();
+                    if let Some(file) = &config.credential_file
+                        && let Err(e) = crate::config::write_private(file, &credential)
+                    {
+                        tracing::error!(target: "berth.agent", file = %file.display(), error = %e,
+                            "cannot keep the credential the master issued; a restart of this agent will be refused");
+                    }
+                }
                 Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100)))
+            }
+            Ok(Some(FromMaster::Refused(refused))) => {
+                tracing::error!(target: "berth.agent", reason = %refused.reason,
+                    "the master refused this agent's registration; retrying");
+                tokio::time::sleep(backoff.max(Duration::from_secs(1))).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
             }
             other => {
                 tracing::warn!(target: "berth.agent", answer = ?other.ok().flatten().map(|_| "not Registered"),
@@ -222,7 +249,7 @@ pub async fn run(
         // Log streams run as their own tasks and hand their chunks to this loop, which owns the link. The
         // channel is made for the first stream: most agents never stream logs, and thousands of simulated
         // agents share one process in scale tests.
-        let mut logs_out: Option<(LogsTx, mpsc::UnboundedReceiver<Box<ToMaster>>)> = None;
+        let mut logs_out: Option<(LogsTx, mpsc::Receiver<Box<ToMaster>>)> = None;
         let mut log_streams: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
         loop {
             tokio::select! {
@@ -239,11 +266,11 @@ pub async fn run(
                         kill.reason(),
                     ),
                     Some(FromMaster::Ack(ack)) => unacked.ack(&ack.uuid),
-                    Some(FromMaster::Registered(_)) => {}
+                    Some(FromMaster::Registered(_) | FromMaster::Refused(_)) => {}
                     Some(FromMaster::Logs(request)) => {
                         let id = request.request_id;
                         let stream = backend.logs(&request.framework, &request.task_id, request.follow, request.tail);
-                        let (out_tx, _) = logs_out.get_or_insert_with(mpsc::unbounded_channel);
+                        let (out_tx, _) = logs_out.get_or_insert_with(|| mpsc::channel(LOG_CHUNKS_BUFFERED));
                         let handle = tokio::spawn(forward_logs(id, stream, out_tx.clone()));
                         log_streams.retain(|_, h| !h.is_finished());
                         log_streams.insert(id, handle.abort_handle());
@@ -284,12 +311,14 @@ pub async fn run(
 }
 
 /// Where log streams send their chunks.
-type LogsTx = mpsc::UnboundedSender<Box<ToMaster>>;
+type LogsTx = mpsc::Sender<Box<ToMaster>>;
+
+/// Log chunks the agent buffers toward the master: a stream whose chunks are not taken waits (the task's
+/// output is read no faster than it is sent), rather than growing the agent's memory.
+const LOG_CHUNKS_BUFFERED: usize = 64;
 
 /// The next log chunk to forward; pending while no stream was ever opened.
-async fn recv_logs(
-    logs: &mut Option<(LogsTx, mpsc::UnboundedReceiver<Box<ToMaster>>)>,
-) -> Option<Box<ToMaster>> {
+async fn recv_logs(logs: &mut Option<(LogsTx, mpsc::Receiver<Box<ToMaster>>)>) -> Option<Box<ToMaster>> {
     match logs {
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
@@ -301,16 +330,15 @@ async fn recv_logs(
 async fn forward_logs(
     request_id: u64,
     mut stream: futures::stream::BoxStream<'static, Result<pb::LogChunk, String>>,
-    out: mpsc::UnboundedSender<Box<ToMaster>>,
+    out: LogsTx,
 ) {
-    let send = |chunk: pb::LogChunk| {
-        out.send(Box::new(ToMaster::Logs(pb::AgentLogChunk { request_id, chunk: Some(chunk) }))).is_ok()
-    };
+    let wrap =
+        |chunk: pb::LogChunk| Box::new(ToMaster::Logs(pb::AgentLogChunk { request_id, chunk: Some(chunk) }));
     let mut error = String::new();
     while let Some(item) = stream.next().await {
         match item {
             Ok(chunk) => {
-                if !send(chunk) {
+                if out.send(wrap(chunk)).await.is_err() {
                     return;
                 }
             }
@@ -320,7 +348,7 @@ async fn forward_logs(
             }
         }
     }
-    send(pb::LogChunk { eof: true, error, ..Default::default() });
+    let _ = out.send(wrap(pb::LogChunk { eof: true, error, ..Default::default() })).await;
 }
 
 #[cfg(test)]

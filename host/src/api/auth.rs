@@ -6,6 +6,10 @@
 //! as HTTP Basic with the token as the password (what Marathon clients send). Tokens are compared in
 //! constant time. Requests that pass carry a [`Caller`] extension saying whether they presented the
 //! operator token, so a framework's API can tell an operator's read from an anonymous one.
+//!
+//! While reads are open, a browser could be made to read the API through a hostile name that resolves
+//! to the master (DNS rebinding). So plain HTTP requests must then name the master by an IP address,
+//! `localhost`, this machine's hostname, or one of the configured `allowed_hosts`.
 
 use std::task::{Context, Poll};
 
@@ -34,6 +38,8 @@ pub struct Auth {
     pub token: String,
     pub agent_token: String,
     pub protect_reads: bool,
+    /// Names accepted in `Host` while reads are open, besides IP addresses and `localhost`; `*` accepts any.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Who made a request that was let through.
@@ -60,7 +66,27 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The name in a `Host` header or `:authority`, without its port, lower-cased.
+fn host_name(authority: &str) -> String {
+    let authority = authority.trim();
+    if let Some(rest) = authority.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        return format!("[{}]", rest.split(']').next().unwrap_or_default());
+    }
+    authority.rsplit_once(':').map_or(authority, |(name, _)| name).to_ascii_lowercase()
+}
+
 impl Auth {
+    /// Whether a request naming the master as `authority` may be answered. Only names can be rebound,
+    /// so IP literals always pass.
+    pub fn host_allowed(&self, authority: &str) -> bool {
+        let name = host_name(authority);
+        name.starts_with('[')
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name == "localhost"
+            || self.allowed_hosts.iter().any(|h| h == "*" || h.eq_ignore_ascii_case(&name))
+    }
+
     /// Checks a call's `authorization` header against what it needs. The error says what the call needs;
     /// success says whether the operator token was presented.
     pub fn check(&self, header: Option<&str>, need: Need) -> Result<Caller, String> {
@@ -168,6 +194,22 @@ where
             .is_some_and(|v| v.starts_with("application/grpc"));
         let need = need(request.method(), request.uri().path());
         let span = tracing::debug_span!("berth.api.request", method = %request.method(), path = %request.uri().path());
+        if !grpc && !self.auth.protect_reads && need != Need::Nothing {
+            let authority = request.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
+                request.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string)
+            });
+            if let Some(authority) = authority.filter(|a| !self.auth.host_allowed(a)) {
+                let message = format!(
+                    "this API does not answer to the name {:?}: while reads are open it answers only to IP \
+                     addresses, localhost, this machine's hostname and the names in `allowed_hosts` (a guard \
+                     against DNS rebinding); add the name to `allowed_hosts` in the config",
+                    host_name(&authority)
+                );
+                tracing::debug!(target: "berth.api", parent: &span, %message, "request refused");
+                let response = refusal(false, http::StatusCode::FORBIDDEN, message);
+                return async move { Ok(response) }.boxed();
+            }
+        }
         let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         match self.auth.check(header, need) {
             Ok(caller) => {
@@ -188,7 +230,12 @@ mod tests {
     use super::*;
 
     fn auth(protect_reads: bool) -> Auth {
-        Auth { token: "op".into(), agent_token: "ag".into(), protect_reads }
+        Auth {
+            token: "op".into(),
+            agent_token: "ag".into(),
+            protect_reads,
+            allowed_hosts: vec!["berth.example".into()],
+        }
     }
 
     #[test]
@@ -232,5 +279,22 @@ mod tests {
         assert_eq!(need(&Method::GET, "/v2/apps"), Need::Read);
         assert_eq!(need(&Method::POST, "/v2/apps"), Need::Operator);
         assert_eq!(need(&Method::DELETE, "/frameworks/batch/jobs/1"), Need::Operator);
+    }
+
+    #[test]
+    fn only_addresses_and_known_names_pass_the_rebinding_guard() {
+        let a = auth(false);
+        for ok in
+            ["127.0.0.1:8080", "10.1.2.3", "[::1]:8080", "localhost:8080", "LOCALHOST", "berth.example:80"]
+        {
+            assert!(a.host_allowed(ok), "{ok}");
+        }
+        for bad in
+            ["evil.example:8080", "127.0.0.1.evil.example", "localhost.evil.example", "berth.example.evil"]
+        {
+            assert!(!a.host_allowed(bad), "{bad}");
+        }
+        let open = Auth { allowed_hosts: vec!["*".into()], ..auth(false) };
+        assert!(open.host_allowed("anything.example"));
     }
 }

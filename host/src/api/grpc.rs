@@ -109,6 +109,9 @@ fn node(n: &NodeView) -> pb::Node {
         agent_running_tasks: n.agent_running_tasks,
         backend: n.backend.clone(),
         last_seen_ms: n.last_seen_ms,
+        allow_privileged: n.allow_privileged,
+        allow_host_mounts: n.allow_host_mounts,
+        allow_host_network: n.allow_host_network,
     }
 }
 
@@ -259,6 +262,18 @@ impl pb::node_service_server::NodeService for Services {
         Ok(Response::new(pb::ListNodesResponse { nodes: nodes.iter().map(node).collect() }))
     }
 
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetNodePolicyRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let r = request.into_inner();
+        let view = self
+            .handle
+            .set_node_policy(r.node, r.allow_privileged, r.allow_host_mounts, r.allow_host_network)
+            .await?;
+        Ok(Response::new(node(&view)))
+    }
+
     async fn drain(&self, request: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
         Ok(Response::new(node(&self.handle.drain_node(request.into_inner().node).await?)))
     }
@@ -294,7 +309,7 @@ impl pb::task_service_server::TaskService for Services {
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = request.into_inner();
         let rx = self.handle.open_logs(r.framework, r.task_id, r.follow, r.tail).await?;
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
     }
 

@@ -217,24 +217,31 @@ async fn framework_path(
     forward(state, caller, name, format!("/{path}"), request).await
 }
 
-/// Hands a request to a framework's plugin.
+/// The header that tells a framework's plugin whether the caller presented the operator token (`true` or
+/// `false`); the host sets it on every request and drops one a client sent.
+pub const AUTHENTICATED_HEADER: &str = "x-berth-authenticated";
+
+/// Hands a request to a framework's plugin, saying whether the caller is the operator. An anonymous
+/// request (reads are open by default) changes nothing, whatever the plugin answers.
 pub async fn forward(
     state: HttpState,
-    _caller: Option<Extension<Caller>>,
+    caller: Option<Extension<Caller>>,
     framework: String,
     path: String,
     request: Request,
 ) -> Response {
+    let authenticated = caller.is_some_and(|Extension(c)| c.operator);
     let method = request.method().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let headers = request
+    let mut headers: Vec<KeyValue> = request
         .headers()
         .iter()
-        .filter(|(k, _)| *k != "authorization")
+        .filter(|(k, _)| *k != "authorization" && *k != AUTHENTICATED_HEADER)
         .filter_map(|(k, v)| {
             Some(KeyValue { key: k.as_str().to_string(), value: v.to_str().ok()?.to_string() })
         })
         .collect();
+    headers.push(KeyValue { key: AUTHENTICATED_HEADER.into(), value: authenticated.to_string() });
     let body = match to_bytes(request.into_body(), MAX_BODY).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
@@ -246,7 +253,7 @@ pub async fn forward(
         }
     };
     let request = HttpRequest { method, path, query, headers, body };
-    match state.handle.framework_http(framework, request).await {
+    match state.handle.framework_http(framework, request, authenticated).await {
         Ok(response) => {
             let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut out = Response::builder().status(status);

@@ -41,12 +41,17 @@ pub struct Args {
     /// A node attribute, `name=value`; repeatable.
     #[arg(long = "attribute", value_name = "NAME=VALUE")]
     attributes: Vec<String>,
-    /// Run privileged containers when a task asks.
+    /// Let this machine run privileged containers. The master must allow the node too
+    /// (`berth node allow NODE --privileged true`): an agent cannot grant itself privileges.
     #[arg(long)]
     allow_privileged: bool,
-    /// Bind-mount host paths when a task asks.
+    /// Let this machine bind-mount host paths. The master must allow the node too
+    /// (`berth node allow NODE --host-mounts true`).
     #[arg(long)]
     allow_host_mounts: bool,
+    /// Refuse tasks on the host's network, whatever the master allows.
+    #[arg(long)]
+    deny_host_network: bool,
     /// How long exited containers (and their logs) are kept, seconds [default: 900].
     #[arg(long)]
     log_retention_s: Option<u64>,
@@ -62,6 +67,7 @@ impl Args {
             hostname: self.hostname.clone(),
             allow_privileged: self.allow_privileged,
             allow_host_mounts: self.allow_host_mounts,
+            allow_host_network: !self.deny_host_network,
             ..AgentSettings::default()
         };
         if let Some(disk) = self.disk {
@@ -96,7 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if settings.backend == BackendKind::Simulated {
         tracing::warn!(target: "berth.agent", "simulated backend: tasks run no containers");
     }
-    let Assembled { config, backend, events } = agent::assemble(&settings, &agent_id, &hostname).await?;
+    let credential = work_dir.join("agent-credential");
+    let Assembled { config, backend, events } =
+        agent::assemble(&settings, &agent_id, &hostname, Some(credential)).await?;
     tracing::info!(target: "berth.agent", agent = %config.agent_id, master = %args.master, "agent starting");
     let (stop_tx, stop_rx) = watch::channel(false);
     let transport = Transport::Remote { endpoint: args.master.clone(), token: args.token.clone() };

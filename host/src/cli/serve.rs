@@ -91,6 +91,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => token_file(&data_dir.join("agent-token"), "agent token")?,
         },
         protect_reads: config.protect_reads,
+        allowed_hosts: {
+            let mut names = config.allowed_hosts.clone();
+            names.push(crate::agent::machine_hostname());
+            names
+        },
     };
 
     let store = Arc::new(
@@ -170,7 +175,7 @@ async fn start_local_agents(
         tracing::warn!(target: "berth", nodes, "running simulated agents: tasks run no containers");
         for i in 1..=nodes {
             let id = format!("sim-{i:05}");
-            let Assembled { config, backend, events } = agent::assemble(&simulated, &id, &id).await?;
+            let Assembled { config, backend, events } = agent::assemble(&simulated, &id, &id, None).await?;
             agents.spawn(agent::run(config, backend, events, Transport::Local(handle.clone()), stop.clone()));
         }
         return Ok(());
@@ -180,9 +185,11 @@ async fn start_local_agents(
     }
     let hostname = settings.hostname();
     let agent_id = agent::agent_id(&config.data_dir()?, &hostname)?;
-    let Assembled { config: agent, backend, events } = agent::assemble(settings, &agent_id, &hostname)
-        .await
-        .context("starting the local Docker agent (use --no-local-agent to run without one)")?;
+    let credential = config.data_dir()?.join("agent-credential");
+    let Assembled { config: agent, backend, events } =
+        agent::assemble(settings, &agent_id, &hostname, Some(credential))
+            .await
+            .context("starting the local Docker agent (use --no-local-agent to run without one)")?;
     tracing::info!(target: "berth", agent = %agent_id, cpus = agent.resources.milli_cpus as f64 / 1000.0,
         mem_mib = agent.resources.mem_mib, "local Docker agent");
     agents.spawn(agent::run(agent, backend, events, Transport::Local(handle.clone()), stop.clone()));

@@ -177,6 +177,7 @@ impl Master {
         &mut self,
         name: &str,
         request: HttpRequest,
+        authenticated: bool,
         reply: oneshot::Sender<Result<HttpResponse, ApiError>>,
     ) {
         let f = match self.frameworks.find(name) {
@@ -192,7 +193,7 @@ impl Master {
                 reply.send(Err(ApiError::Unavailable(format!("framework `{name}` could not answer: {why}"))));
             return;
         }
-        f.http.push_back(HttpCall { request, reply });
+        f.http.push_back(HttpCall { request, authenticated, reply });
     }
 }
 

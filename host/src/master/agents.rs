@@ -10,6 +10,7 @@ use pb::agent_message::Message as FromAgent;
 use pb::master_message::Message as ToAgent;
 
 use super::core::Master;
+use super::effects::Effects;
 use super::nodes::Registration;
 use super::types::TaskKey;
 use crate::convert;
@@ -53,23 +54,62 @@ impl Master {
         let Some(tx) = self.nodes.registering(connection) else { return };
         let resources = match check_register(&register) {
             Ok(resources) => resources,
-            Err(reason) => {
-                // Dropping the sender ends the stream; the agent logs the end and retries later.
-                tracing::warn!(target: "berth.master", agent = %register.agent_id, %reason, "registration refused");
-                return;
-            }
+            Err(reason) => return refuse_registration(&mut self.effects, tx, &register, &reason),
         };
+        let local = self.nodes.is_local(connection);
+        let known = self.nodes.by_agent(&register.agent_id);
+        let mut credential = None;
+        if let Some(node) = known.and_then(|id| self.nodes.get(id)) {
+            // An agent id is one node: a second connection may take it over only once the first has gone
+            // silent past the agent timeout (a restarted agent whose old connection is not closed yet).
+            if let Some((live, _)) = &node.connection
+                && *live != connection
+                && at.saturating_duration_since(node.last_seen) < self.config.agent_timeout
+            {
+                return refuse_registration(
+                    &mut self.effects,
+                    tx,
+                    &register,
+                    "an agent with this id is connected; a second one is refused",
+                );
+            }
+            // From its first registration on, an agent proves it is the same one with its credential.
+            if !node.credential_sha256.is_empty() && !local {
+                if crate::runtime::sha256_hex(register.credential.as_bytes()) != node.credential_sha256 {
+                    return refuse_registration(
+                        &mut self.effects,
+                        tx,
+                        &register,
+                        "the agent's credential is not the one issued to this agent id",
+                    );
+                }
+            } else if node.credential_sha256.is_empty() {
+                credential = Some(new_credential());
+            }
+        } else {
+            credential = Some(new_credential());
+        }
         let registration = Registration {
             agent_id: register.agent_id.clone(),
             hostname: register.hostname.clone(),
             total: resources,
             attributes: convert::attributes_from(&register.attributes),
-            allow_privileged: register.allow_privileged,
-            allow_host_mounts: register.allow_host_mounts,
+            // What tasks may do is the operator's setting: `berth serve`'s own configuration for its agent,
+            // `berth node allow` for the others. An agent's claim about itself is not believed.
+            policy: local.then_some((
+                register.allow_privileged,
+                register.allow_host_mounts,
+                register.allow_host_network,
+            )),
             backend: register.backend.clone(),
             running: register.tasks.len() as u32,
         };
         let (node, returning) = self.nodes.register(connection, tx.clone(), registration, at, ms_at(at));
+        if let Some(credential) = &credential
+            && let Some(n) = self.nodes.get_mut_policy(node)
+        {
+            n.credential_sha256 = crate::runtime::sha256_hex(credential.as_bytes());
+        }
         let record = self.nodes.get(node).expect("just registered").record();
         self.effects.batch.put_agent(&register.agent_id, &record);
         self.effects.send(
@@ -77,12 +117,31 @@ impl Master {
             ToAgent::Registered(pb::Registered {
                 node_id: node,
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+                credential: credential.unwrap_or_default(),
             }),
         );
         tracing::info!(target: "berth.master", agent = %register.agent_id, hostname = %register.hostname, node,
             returning, tasks = register.tasks.len(), "agent registered");
         self.reconcile_agent(node, register.tasks);
         self.cycles.wanted = true;
+    }
+
+    /// Sets what tasks on a node may do (the operator's setting).
+    pub(super) fn set_node_policy(
+        &mut self,
+        node: u32,
+        privileged: Option<bool>,
+        host_mounts: Option<bool>,
+        host_network: Option<bool>,
+    ) {
+        let Some(n) = self.nodes.get_mut_policy(node) else { return };
+        n.allow_privileged = privileged.unwrap_or(n.allow_privileged);
+        n.allow_host_mounts = host_mounts.unwrap_or(n.allow_host_mounts);
+        n.allow_host_network = host_network.unwrap_or(n.allow_host_network);
+        let (agent, record) = (n.agent_id.clone(), n.record());
+        tracing::info!(target: "berth.master", %agent, privileged = record.allow_privileged,
+            host_mounts = record.allow_host_mounts, host_network = record.allow_host_network, "node policy set");
+        self.effects.batch.put_agent(&agent, &record);
     }
 
     /// Compares what a (re-)registering agent runs with what the master expects on that node: tasks the
@@ -247,6 +306,26 @@ impl Master {
         }
         tasks.len() as u32
     }
+}
+
+/// Refuses a registration: dropping the connection's sender ends the stream; the agent logs the end and
+/// retries later.
+fn refuse_registration(
+    effects: &mut Effects,
+    tx: super::types::ToAgent,
+    register: &pb::Register,
+    reason: &str,
+) {
+    tracing::warn!(target: "berth.master", agent = %register.agent_id, hostname = %register.hostname, %reason,
+        "registration refused");
+    effects.send(tx, ToAgent::Refused(pb::Refused { reason: reason.to_string() }));
+}
+
+/// A credential for a new agent: 32 random bytes, hex.
+fn new_credential() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the system's randomness");
+    hex::encode(bytes)
 }
 
 /// Checks a registration and returns the agent's resources.

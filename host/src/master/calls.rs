@@ -26,7 +26,9 @@ pub enum Op {
     Offers(Vec<Offer>),
     Status(Vec<TaskStatus>),
     Tick(u64),
-    Http(HttpRequest),
+    /// A request to its HTTP API, and whether the caller presented the operator token: an anonymous call
+    /// may read, never change anything (its store writes and actions are dropped).
+    Http(HttpRequest, bool),
 }
 
 /// A call to run on a worker.
@@ -134,7 +136,19 @@ fn run(job: Job) -> Done {
                     result
                 }
                 Op::Tick(now_ms) => instance.tick(now_ms).map(Answer::Actions),
-                Op::Http(request) => instance.handle(&request).map(Answer::Reply),
+                Op::Http(request, authenticated) => match instance.handle(&request) {
+                    Ok(mut reply) if !authenticated && (kv.call_wrote() || !reply.actions.is_empty()) => {
+                        tracing::warn!(target: "berth.master", framework = id, path = %request.path,
+                            actions = reply.actions.len(), wrote = kv.call_wrote(),
+                            "an anonymous request tried to change the framework; its writes and actions are dropped");
+                        kv.rollback_call();
+                        reply.actions.clear();
+                        // The instance's memory may hold what was just dropped: a fresh one reloads the store.
+                        instance.discard();
+                        Ok(Answer::Reply(reply))
+                    }
+                    other => other.map(Answer::Reply),
+                },
             };
             if result.is_err() {
                 // Nothing a failed call did takes effect, its store writes included.

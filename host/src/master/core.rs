@@ -37,8 +37,8 @@ pub(crate) type Job = Box<dyn FnOnce(&mut Master) + Send>;
 pub(crate) enum Command {
     /// Run a closure against the state.
     Run(Job),
-    /// An agent connected; its messages follow with the same id.
-    AgentConnected(u64, ToAgent),
+    /// An agent connected (`true`: `berth serve`'s own, in this process); its messages follow with the same id.
+    AgentConnected(u64, ToAgent, bool),
     /// A message from an agent, with when it arrived (a heartbeat counts from then, however long the
     /// master takes to get to it).
     AgentMessage(u64, pb::AgentMessage, Instant),
@@ -164,7 +164,7 @@ impl Master {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Run(job) => job(self),
-            Command::AgentConnected(id, tx) => self.nodes.connected(id, tx),
+            Command::AgentConnected(id, tx, local) => self.nodes.connected(id, tx, local),
             Command::AgentMessage(id, message, at) => self.agent_message(id, message, at),
             Command::AgentDisconnected(id) => self.agent_disconnected(id),
             Command::Done(done) => self.call_done(*done),

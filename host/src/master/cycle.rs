@@ -236,17 +236,27 @@ impl Master {
                         continue;
                     };
                     self.nodes.unoffer(offer.node, &offer.resources);
-                    match self.check_launch(framework, &offer, &launch.tasks) {
+                    // Tasks that are wrong on their own are refused one by one; the rest launch together.
+                    let (tasks, wrong) = self.split_launch(framework, &offer, launch.tasks);
+                    for (task, reason) in wrong {
+                        *refused.entry(offer.cycle).or_default() += 1;
+                        let reason = format!("launch on offer {} refused: {reason}", launch.offer);
+                        self.refuse(framework, std::slice::from_ref(&task), &reason);
+                    }
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    match self.check_launch(framework, &offer, &tasks) {
                         Ok(()) => {
-                            *launched.entry(offer.cycle).or_default() += launch.tasks.len() as u32;
-                            for task in launch.tasks {
+                            *launched.entry(offer.cycle).or_default() += tasks.len() as u32;
+                            for task in tasks {
                                 self.launch_task(framework, offer.node, task);
                             }
                         }
                         Err(reason) => {
-                            *refused.entry(offer.cycle).or_default() += launch.tasks.len() as u32;
+                            *refused.entry(offer.cycle).or_default() += tasks.len() as u32;
                             let reason = format!("launch on offer {} refused: {reason}", launch.offer);
-                            self.refuse(framework, &launch.tasks, &reason);
+                            self.refuse(framework, &tasks, &reason);
                         }
                     }
                 }
@@ -317,13 +327,40 @@ impl Master {
         }
     }
 
+    fn policy(&self, offer: &Outstanding) -> Option<NodePolicy> {
+        let node = self.nodes.get(offer.node)?;
+        Some(NodePolicy {
+            allow_privileged: node.allow_privileged,
+            allow_host_mounts: node.allow_host_mounts,
+            allow_host_network: node.allow_host_network,
+        })
+    }
+
+    /// Splits a launch into the tasks that pass [`validate::task`] and those that do not, with why.
+    fn split_launch(
+        &self,
+        framework: u32,
+        offer: &Outstanding,
+        tasks: Vec<TaskSpec>,
+    ) -> (Vec<TaskSpec>, Vec<(TaskSpec, String)>) {
+        let Some(policy) = self.policy(offer) else { return (tasks, Vec::new()) };
+        let mut good = Vec::with_capacity(tasks.len());
+        let mut wrong = Vec::new();
+        for task in tasks {
+            match validate::task(&task, &policy, |id| self.tasks.contains(framework, id)) {
+                Ok(()) => good.push(task),
+                Err(reason) => wrong.push((task, reason)),
+            }
+        }
+        (good, wrong)
+    }
+
     fn check_launch(&self, framework: u32, offer: &Outstanding, tasks: &[TaskSpec]) -> Result<(), String> {
         let node = self.nodes.get(offer.node).ok_or("the offer's node is gone")?;
         if !node.schedulable() {
             return Err(format!("node {} is no longer available (the offer was rescinded)", node.hostname));
         }
-        let policy =
-            NodePolicy { allow_privileged: node.allow_privileged, allow_host_mounts: node.allow_host_mounts };
+        let policy = self.policy(offer).ok_or("the offer's node is gone")?;
         validate::launch(&offer.resources, &policy, tasks, |id| self.tasks.contains(framework, id))
     }
 

@@ -61,7 +61,7 @@ impl Master {
         } else if !f.pending.is_empty() && !backing_off {
             (Op::Status(std::mem::take(&mut f.pending)), InFlight::Status)
         } else if let Some(call) = f.http.pop_front() {
-            (Op::Http(call.request), InFlight::Http(call.reply))
+            (Op::Http(call.request, call.authenticated), InFlight::Http(call.reply))
         } else if f.wants_demand && !backing_off {
             f.wants_demand = false;
             (Op::Demand, InFlight::Demand)

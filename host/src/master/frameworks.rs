@@ -35,6 +35,8 @@ pub enum Slot {
 /// A request to a framework's HTTP API, waiting for its turn, and where its answer goes.
 pub struct HttpCall {
     pub request: HttpRequest,
+    /// The caller presented the operator token.
+    pub authenticated: bool,
     pub reply: oneshot::Sender<Result<HttpResponse, ApiError>>,
 }
 

@@ -187,6 +187,22 @@ impl MasterHandle {
     }
 
     /// Drains a node (by id, agent id or hostname).
+    /// Sets what tasks on a node may do; `None` leaves a setting as it is.
+    pub async fn set_node_policy(
+        &self,
+        name: String,
+        privileged: Option<bool>,
+        host_mounts: Option<bool>,
+        host_network: Option<bool>,
+    ) -> Result<NodeView, ApiError> {
+        self.try_call(move |m| {
+            let id = m.nodes.find(&name).ok_or_else(|| ApiError::NotFound(format!("no node `{name}`")))?;
+            m.set_node_policy(id, privileged, host_mounts, host_network);
+            Ok(m.nodes_view().into_iter().find(|n| n.id == id).expect("node exists"))
+        })
+        .await
+    }
+
     pub async fn drain_node(&self, name: String) -> Result<NodeView, ApiError> {
         self.try_call(move |m| {
             let id = m.nodes.find(&name).ok_or_else(|| ApiError::NotFound(format!("no node `{name}`")))?;
@@ -217,7 +233,7 @@ impl MasterHandle {
         task_id: String,
         follow: bool,
         tail: u32,
-    ) -> Result<mpsc::UnboundedReceiver<pb::LogChunk>, ApiError> {
+    ) -> Result<mpsc::Receiver<pb::LogChunk>, ApiError> {
         self.try_call(move |m| m.open_logs(&framework, &task_id, follow, tail)).await
     }
 
@@ -275,18 +291,34 @@ impl MasterHandle {
         self.try_call(move |m| m.use_allocator(&name)).await
     }
 
-    /// Serves one request to a framework's HTTP API through its plugin's `handle`.
-    pub async fn framework_http(&self, name: String, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    /// Serves one request to a framework's HTTP API through its plugin's `handle`. An anonymous one
+    /// (`authenticated` false) may read but changes nothing: its store writes and actions are dropped.
+    pub async fn framework_http(
+        &self,
+        name: String,
+        request: HttpRequest,
+        authenticated: bool,
+    ) -> Result<HttpResponse, ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Run(Box::new(move |m| m.framework_http(&name, request, tx))))?;
+        self.send(Command::Run(Box::new(move |m| m.framework_http(&name, request, authenticated, tx))))?;
         rx.await.map_err(stopped)?
     }
 
-    /// Opens a connection for an agent; its first message must be `Register`.
+    /// Opens a connection for an agent over the network; its first message must be `Register`.
     pub fn connect_agent(&self) -> Result<AgentConnection, ApiError> {
+        self.connect(false)
+    }
+
+    /// Opens a connection for `berth serve`'s own agent, in this process: what it says of its node's policy
+    /// is the operator's configuration, and is believed.
+    pub fn connect_local_agent(&self) -> Result<AgentConnection, ApiError> {
+        self.connect(true)
+    }
+
+    fn connect(&self, local: bool) -> Result<AgentConnection, ApiError> {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (tx, outbound) = mpsc::unbounded_channel();
-        self.send(Command::AgentConnected(id, tx))?;
+        self.send(Command::AgentConnected(id, tx, local))?;
         Ok(AgentConnection { outbound, sender: AgentSender { id, handle: self.clone() } })
     }
 

@@ -105,6 +105,11 @@ impl FrameworkKv {
         self.lock().undo.clear();
     }
 
+    /// Whether the call in progress wrote anything.
+    pub fn call_wrote(&self) -> bool {
+        !self.lock().undo.is_empty()
+    }
+
     /// Undoes the writes of the call in progress.
     pub fn rollback_call(&self) {
         let mut inner = self.lock();

@@ -36,14 +36,19 @@ impl Master {
         task_id: &str,
         follow: bool,
         tail: u32,
-    ) -> Result<mpsc::UnboundedReceiver<pb::LogChunk>, ApiError> {
+    ) -> Result<mpsc::Receiver<pb::LogChunk>, ApiError> {
         let key = self.resolve_task(framework, task_id)?;
         let node = self.tasks[&key].node;
         if self.nodes.get(node).is_none_or(|n| n.connection.is_none()) {
             return Err(ApiError::Unavailable(format!("the agent of task `{task_id}` is not connected")));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let request_id = self.logs.open(node, tx);
+        let (tx, rx) = mpsc::channel(super::streams::CHUNKS_BUFFERED);
+        let request_id = self.logs.open(node, tx).ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "{} log streams are open, the most there may be: try again when one ends",
+                super::streams::MAX_STREAMS
+            ))
+        })?;
         let framework = self.frameworks.name(key.0).to_string();
         self.send_to_node(
             node,
@@ -57,8 +62,8 @@ impl Master {
         let id = message.request_id;
         let Some(chunk) = message.chunk else { return };
         let eof = chunk.eof;
-        if !self.logs.deliver(id, chunk) && !eof {
-            // The client went away.
+        if self.logs.deliver(id, chunk) == super::streams::Delivery::Closed && !eof {
+            // The client went away or did not keep up: the agent stops reading the output.
             self.send_to_node(node, ToAgent::CancelLogs(pb::CancelLogs { request_id: id }));
         }
     }

@@ -64,6 +64,9 @@ pub struct Node {
     pub agent_running: u32,
     pub allow_privileged: bool,
     pub allow_host_mounts: bool,
+    pub allow_host_network: bool,
+    /// The sha256 of the credential issued to its agent (empty until the first registration).
+    pub credential_sha256: String,
     pub backend: String,
     /// Non-terminal tasks placed here; changed with `used`.
     tasks: FastSet<TaskKey>,
@@ -87,6 +90,8 @@ impl Node {
             agent_running: 0,
             allow_privileged: false,
             allow_host_mounts: false,
+            allow_host_network: true,
+            credential_sha256: String::new(),
             backend: String::new(),
             tasks: Default::default(),
         }
@@ -118,8 +123,10 @@ impl Node {
             attributes: self.attributes.clone(),
             allow_privileged: self.allow_privileged,
             allow_host_mounts: self.allow_host_mounts,
+            allow_host_network: self.allow_host_network,
             backend: self.backend.clone(),
             draining: self.state == NodeState::Draining,
+            credential_sha256: self.credential_sha256.clone(),
         }
     }
 }
@@ -130,8 +137,8 @@ pub struct Registration {
     pub hostname: String,
     pub total: Resources,
     pub attributes: Vec<Attribute>,
-    pub allow_privileged: bool,
-    pub allow_host_mounts: bool,
+    /// What tasks may do, from `berth serve`'s own agent only (others' claims are not believed).
+    pub policy: Option<(bool, bool, bool)>,
     pub backend: String,
     pub running: u32,
 }
@@ -146,6 +153,8 @@ pub struct Nodes {
     pending: HashMap<u64, ToAgent>,
     /// Registered connections to their node.
     connections: HashMap<u64, u32>,
+    /// Connections of `berth serve`'s own agent (in its process: what it says of itself is believed).
+    local: std::collections::HashSet<u64>,
     next_id: u32,
     /// The last revision given to a node.
     last_revision: u64,
@@ -179,9 +188,16 @@ impl Nodes {
         node.state = if record.draining { NodeState::Draining } else { NodeState::Active };
         node.allow_privileged = record.allow_privileged;
         node.allow_host_mounts = record.allow_host_mounts;
+        node.allow_host_network = record.allow_host_network;
+        node.credential_sha256 = record.credential_sha256;
         node.backend = record.backend;
         self.revise(id);
         id
+    }
+
+    /// A node's record, to change its policy and credential.
+    pub fn get_mut_policy(&mut self, node: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(&node)
     }
 
     pub fn get(&self, id: u32) -> Option<&Node> {
@@ -210,9 +226,17 @@ impl Nodes {
             .map(|n| n.id)
     }
 
-    /// A new connection, until it registers.
-    pub fn connected(&mut self, connection: u64, tx: ToAgent) {
+    /// A new connection, until it registers; `local` for `berth serve`'s own agent, in its process.
+    pub fn connected(&mut self, connection: u64, tx: ToAgent, local: bool) {
         self.pending.insert(connection, tx);
+        if local {
+            self.local.insert(connection);
+        }
+    }
+
+    /// Whether a connection is `berth serve`'s own agent.
+    pub fn is_local(&self, connection: u64) -> bool {
+        self.local.contains(&connection)
     }
 
     /// The node a registered connection belongs to.
@@ -252,8 +276,11 @@ impl Nodes {
         node.hostname = r.hostname;
         node.total = r.total;
         node.attributes = r.attributes;
-        node.allow_privileged = r.allow_privileged;
-        node.allow_host_mounts = r.allow_host_mounts;
+        if let Some((privileged, host_mounts, host_network)) = r.policy {
+            node.allow_privileged = privileged;
+            node.allow_host_mounts = host_mounts;
+            node.allow_host_network = host_network;
+        }
         node.backend = r.backend;
         node.connection = Some((connection, tx));
         node.last_seen = now;
@@ -283,6 +310,7 @@ impl Nodes {
     /// A connection ended; returns the node it served, if it was that node's live connection.
     pub fn disconnected(&mut self, connection: u64) -> Option<u32> {
         self.pending.remove(&connection);
+        self.local.remove(&connection);
         let node = self.connections.remove(&connection)?;
         let n = self.nodes.get_mut(&node)?;
         if n.connection.as_ref().is_some_and(|(c, _)| *c == connection) {
@@ -512,8 +540,7 @@ mod tests {
             hostname: "h".into(),
             total: cpus(1_000),
             attributes: vec![],
-            allow_privileged: false,
-            allow_host_mounts: false,
+            policy: None,
             backend: "simulated".into(),
             running: 0,
         };

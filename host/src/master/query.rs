@@ -22,6 +22,9 @@ impl Master {
                 agent_running_tasks: n.agent_running,
                 backend: n.backend.clone(),
                 last_seen_ms: n.last_seen_ms,
+                allow_privileged: n.allow_privileged,
+                allow_host_mounts: n.allow_host_mounts,
+                allow_host_network: n.allow_host_network,
             })
             .collect()
     }

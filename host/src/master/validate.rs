@@ -14,13 +14,39 @@ const MIN_MEM_MIB: u64 = 6;
 /// Longest kill grace period a task may ask for.
 const MAX_KILL_GRACE_MS: u32 = 10 * 60 * 1000;
 
-/// What the node allows.
+/// What the node allows: the operator's per-node settings on the master, never the agent's own claims.
 pub struct NodePolicy {
     pub allow_privileged: bool,
     pub allow_host_mounts: bool,
+    pub allow_host_network: bool,
 }
 
-/// Checks `tasks` against `offer`. `exists` says whether the framework already has a task with an id.
+/// Checks one task on its own: its id, its resources' shape and what it asks of the node. A launch refuses
+/// the tasks that fail this one by one (as Mesos does), so one bad task does not hold back the others.
+pub fn task(task: &TaskSpec, node: &NodePolicy, exists: impl Fn(&str) -> bool) -> Result<(), String> {
+    let id = &task.id;
+    check_id(id)?;
+    if exists(id) {
+        return Err(format!("task `{id}` already exists (task ids must be unique within a framework)"));
+    }
+    let r = &task.resources;
+    if r.milli_cpus == 0 {
+        return Err(format!("task `{id}`: resources.milli_cpus must be above 0"));
+    }
+    if r.mem_mib < MIN_MEM_MIB {
+        return Err(format!(
+            "task `{id}`: resources.mem_mib must be at least {MIN_MEM_MIB}, got {}",
+            r.mem_mib
+        ));
+    }
+    if !ports::is_normal(&r.ports) {
+        return Err(format!("task `{id}`: resources.ports must be sorted, non-overlapping ranges"));
+    }
+    check_container(task, node)
+}
+
+/// Checks `tasks` against `offer`: each on its own ([`task`]) and all of them together (distinct ids,
+/// distinct ports, within the offer). `exists` says whether the framework already has a task with an id.
 pub fn launch(
     offer: &Resources,
     node: &NodePolicy,
@@ -33,28 +59,13 @@ pub fn launch(
     let mut ids = HashSet::new();
     let mut total = Scalars::ZERO;
     let mut taken_ports: Vec<PortRange> = Vec::new();
-    for task in tasks {
-        let id = &task.id;
-        check_id(id)?;
+    for t in tasks {
+        task(t, node, &exists)?;
+        let id = &t.id;
         if !ids.insert(id.as_str()) {
             return Err(format!("task `{id}` appears twice in the launch"));
         }
-        if exists(id) {
-            return Err(format!("task `{id}` already exists (task ids must be unique within a framework)"));
-        }
-        let r = &task.resources;
-        if r.milli_cpus == 0 {
-            return Err(format!("task `{id}`: resources.milli_cpus must be above 0"));
-        }
-        if r.mem_mib < MIN_MEM_MIB {
-            return Err(format!(
-                "task `{id}`: resources.mem_mib must be at least {MIN_MEM_MIB}, got {}",
-                r.mem_mib
-            ));
-        }
-        if !ports::is_normal(&r.ports) {
-            return Err(format!("task `{id}`: resources.ports must be sorted, non-overlapping ranges"));
-        }
+        let r = &t.resources;
         if !ports::contains(&offer.ports, &r.ports) {
             return Err(format!(
                 "task `{id}`: ports {} are not in the offer ({})",
@@ -70,7 +81,6 @@ pub fn launch(
         }
         ports::add(&mut taken_ports, &r.ports);
         total = total.plus(&r.scalars());
-        check_container(task, node)?;
     }
     if !total.fits_in(&offer.scalars()) {
         let o = offer.scalars();
@@ -126,10 +136,24 @@ fn check_container(task: &TaskSpec, node: &NodePolicy) -> Result<(), String> {
             ));
         }
     }
-    if let Network::User(name) = &c.network
-        && name.is_empty()
-    {
-        return Err(format!("task `{id}`: container.network names an empty user network"));
+    match &c.network {
+        Network::User(name) if name.is_empty() => {
+            return Err(format!("task `{id}`: container.network names an empty user network"));
+        }
+        // Joins another container's namespaces: another task's, or anything else on the node.
+        Network::User(name) if name.starts_with("container:") => {
+            return Err(format!(
+                "task `{id}`: container.network `{name}` would join another container's network namespace; \
+                 `container:` networks are not allowed"
+            ));
+        }
+        Network::User(name) if name == "host" && !node.allow_host_network => {
+            return Err(format!("task `{id}`: the host network is not allowed on this node"));
+        }
+        Network::Host if !node.allow_host_network => {
+            return Err(format!("task `{id}`: the host network is not allowed on this node"));
+        }
+        _ => {}
     }
     for m in &c.port_mappings {
         if m.container_port == 0 {
@@ -215,7 +239,8 @@ pub(crate) mod tests {
         }
     }
 
-    const OPEN: NodePolicy = NodePolicy { allow_privileged: false, allow_host_mounts: false };
+    const OPEN: NodePolicy =
+        NodePolicy { allow_privileged: false, allow_host_mounts: false, allow_host_network: true };
 
     #[test]
     fn a_launch_that_fits_passes() {
@@ -277,7 +302,8 @@ pub(crate) mod tests {
         assert!(
             launch(&offer(), &OPEN, std::slice::from_ref(&t), |_| false).unwrap_err().contains("privileged")
         );
-        let allowed = NodePolicy { allow_privileged: true, allow_host_mounts: true };
+        let allowed =
+            NodePolicy { allow_privileged: true, allow_host_mounts: true, allow_host_network: true };
         assert_eq!(launch(&offer(), &allowed, &[t], |_| false), Ok(()));
     }
 }

@@ -21,6 +21,9 @@ pub struct NodeView {
     pub agent_running_tasks: u32,
     pub backend: String,
     pub last_seen_ms: u64,
+    pub allow_privileged: bool,
+    pub allow_host_mounts: bool,
+    pub allow_host_network: bool,
 }
 
 /// A framework as listed.

@@ -394,6 +394,12 @@ impl FrameworkInstance {
         self.last.number
     }
 
+    /// Drops the live instance: the next call gets a fresh one, which rebuilds its state from the store.
+    /// For an instance whose last call's effects were discarded, so its memory and the store disagree.
+    pub fn discard(&mut self) {
+        self.live = None;
+    }
+
     /// The version this framework runs (the one its last call ran on).
     pub fn running_version(&self) -> Arc<Version> {
         self.last.clone()

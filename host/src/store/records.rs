@@ -85,12 +85,22 @@ pub struct AgentRecord {
     pub resources: Resources,
     /// Its attributes.
     pub attributes: Vec<Attribute>,
-    /// Whether it runs privileged containers.
+    /// Whether its tasks may run privileged (the operator's setting).
     pub allow_privileged: bool,
-    /// Whether it bind-mounts host paths.
+    /// Whether its tasks may bind-mount host paths (the operator's setting).
     pub allow_host_mounts: bool,
+    /// Whether its tasks may use the host's network (the operator's setting; Marathon's default network).
+    #[serde(default = "yes")]
+    pub allow_host_network: bool,
     /// `docker` or `simulated`.
     pub backend: String,
     /// Whether it is being drained.
     pub draining: bool,
+    /// The sha256 of the credential issued to the agent at its first registration.
+    #[serde(default)]
+    pub credential_sha256: String,
+}
+
+fn yes() -> bool {
+    true
 }

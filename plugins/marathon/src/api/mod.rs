@@ -150,7 +150,10 @@ impl Marathon {
             ("GET", ["v2", "events"]) => message(404, "the event stream is served by the host at /v2/events"),
             _ => message(404, &format!("no such endpoint: {} {}", request.method, request.path)),
         };
-        ApiReply { response, actions: self.converge() }
+        // A read changes nothing (the host drops what an anonymous call writes or asks for, and discards an
+        // instance that tried): the timer converges in its place.
+        let read = method == "GET" || method == "HEAD";
+        ApiReply { response, actions: if read { Vec::new() } else { self.converge() } }
     }
 
     fn info(&self, host: Option<&str>) -> Value {

@@ -5,7 +5,10 @@
 //! - `GET /list`: list `/`;
 //! - `GET /connect?<host:port>`: open a TCP connection;
 //! - `GET /env`: count environment variables;
-//! - `GET /body?<MiB>`: answer with a body of that many MiB (the host must refuse one too large).
+//! - `GET /body?<MiB>`: answer with a body of that many MiB (the host must refuse one too large);
+//! - `GET /mutate`: write the store key `mutated` and ask the host to suppress the framework's offers (the
+//!   host must drop both for an anonymous caller); `GET /mutated` says whether the key is there, and what
+//!   `x-berth-authenticated` said.
 //!
 //! Each answers `allowed: …` or `denied: <the error the guest saw>`.
 
@@ -42,6 +45,23 @@ impl Framework for Probe {
 
     fn handle(&mut self, request: HttpRequest) -> ApiReply {
         let arg = request.query.clone();
+        if request.path == "/mutate" {
+            let _ = berth_plugin_sdk::store::put("mutated", b"yes");
+            let response = HttpResponse::text(200, "mutated");
+            return ApiReply { response, actions: vec![Action::Suppress] };
+        }
+        if request.path == "/mutated" {
+            let seen =
+                berth_plugin_sdk::store::get("mutated").map(|v| String::from_utf8_lossy(&v).into_owned());
+            let caller =
+                request.headers.iter().find(|h| h.key == "x-berth-authenticated").map(|h| h.value.clone());
+            let body = format!(
+                "{}; authenticated={}",
+                seen.as_deref().unwrap_or("none"),
+                caller.unwrap_or_default()
+            );
+            return ApiReply { response: HttpResponse::text(200, &body), actions: vec![] };
+        }
         if request.path == "/body" {
             let mib: usize = arg.parse().unwrap_or(1);
             let response = HttpResponse { status: 200, headers: vec![], body: vec![b'x'; mib << 20] };
