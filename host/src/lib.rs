@@ -14,3 +14,6 @@ pub mod master;
 pub mod model;
 pub mod runtime;
 pub mod store;
+
+#[cfg(test)]
+mod fuzz;

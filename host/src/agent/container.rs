@@ -224,8 +224,16 @@ pub fn config(
         }
     }
 
-    let milli_cpus = resources.milli_cpus as i64;
-    let memory = (resources.mem_mib as i64).saturating_mul(1024 * 1024);
+    // The engine takes signed 64-bit numbers: a value that does not fit is refused, not wrapped (a wrapped
+    // one could read as "no limit").
+    let milli_cpus =
+        i64::try_from(resources.milli_cpus).ok().filter(|m| m.checked_mul(CPU_PERIOD).is_some()).ok_or_else(
+            || format!("resources.milli_cpus {} is more than the engine can limit", resources.milli_cpus),
+        )?;
+    let memory =
+        i64::try_from(resources.mem_mib).ok().and_then(|m| m.checked_mul(1024 * 1024)).ok_or_else(|| {
+            format!("resources.mem_mib {} is more than the engine can limit", resources.mem_mib)
+        })?;
     let host_config = HostConfig {
         cpu_period: (milli_cpus > 0).then_some(CPU_PERIOD),
         cpu_quota: (milli_cpus > 0).then_some(milli_cpus * CPU_PERIOD / 1000),
@@ -308,6 +316,19 @@ mod tests {
             }),
             health_checks: vec![],
             kill_grace_period_ms: 2000,
+        }
+    }
+
+    #[test]
+    fn resources_the_engine_cannot_hold_are_refused_not_wrapped() {
+        // Found by fuzzing (`host-store-records`): 2^63-1 milli-cpus overflowed the quota; above 2^63 a
+        // cast made it negative, which read as no limit at all.
+        for (milli_cpus, mem_mib) in [(i64::MAX as u64, 64), (u64::MAX, 64), (500, u64::MAX), (500, 1 << 50)]
+        {
+            let mut t = task();
+            t.resources = Some(pb::Resources { milli_cpus, mem_mib, ..t.resources.unwrap() });
+            let e = config(("agent-1", "node-1"), "marathon", &t, Policy::default()).unwrap_err();
+            assert!(e.contains("more than the engine can limit"), "{e}");
         }
     }
 

@@ -329,7 +329,7 @@ fn new_credential() -> String {
 }
 
 /// Checks a registration and returns the agent's resources.
-fn check_register(register: &pb::Register) -> Result<Resources, String> {
+pub(crate) fn check_register(register: &pb::Register) -> Result<Resources, String> {
     let id = &register.agent_id;
     if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {

@@ -41,6 +41,8 @@ mod views;
 mod writer;
 
 pub use admin::NewFramework;
+#[cfg(test)]
+pub(crate) use agents::check_register;
 pub use handle::{AgentConnection, AgentSender, MasterHandle, Upload, start};
 pub use kv::FrameworkKv;
 pub use plugins::ROLLBACK_AFTER_FAILURES;

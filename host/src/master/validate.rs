@@ -1,6 +1,6 @@
-//! Checks a framework's launch against its offer and the node before anything is started. A launch is
-//! all or nothing: the first problem found refuses every task in it, with a reason that names the task
-//! and the field.
+//! Checks a framework's launch against its offer and the node before anything is started. Each task is
+//! checked on its own first ([`task`], refused alone), then the rest as a whole ([`launch`], all or nothing),
+//! with a reason that names the task and the field.
 
 use std::collections::HashSet;
 

@@ -29,6 +29,9 @@ pub mod service_ports;
 pub mod status;
 mod time;
 
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(target_arch = "wasm32")]
 mod component {
     use berth_plugin_sdk::{

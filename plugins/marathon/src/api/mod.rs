@@ -32,6 +32,9 @@ fn message(status: u16, text: &str) -> HttpResponse {
 
 /// Query parameters, in order, percent-decoded.
 fn query(raw: &str) -> Vec<(String, String)> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
     fn decode(s: &str) -> String {
         let bytes = s.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
@@ -39,13 +42,16 @@ fn query(raw: &str) -> Vec<(String, String)> {
         while i < bytes.len() {
             match bytes[i] {
                 b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
+                // Bytes, not `&s[..]`: the two after `%` may be the middle of a multi-byte character.
+                b'%' => {
+                    match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                        (Some(high), Some(low)) => {
+                            out.push(high << 4 | low);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
                     }
-                    Err(_) => out.push(b'%'),
-                },
+                }
                 b => out.push(b),
             }
             i += 1;

@@ -65,6 +65,11 @@ fn query_strings_decode() {
     assert_eq!(p.all("embed"), vec!["apps.tasks", "apps.counts"]);
     assert!(p.flag("force"));
     assert_eq!(p.get("id"), Some("/shop"));
+    // A `%` at the end, or before the middle of a multi-byte character (found by fuzzing), stays a `%`.
+    let p = Params(query("a=%2F%41&b=la\u{d4}i%\u{e1}s&c=50%"));
+    assert_eq!(p.get("a"), Some("/A"));
+    assert_eq!(p.get("b"), Some("la\u{d4}i%\u{e1}s"));
+    assert_eq!(p.get("c"), Some("50%"));
 }
 
 #[test]
