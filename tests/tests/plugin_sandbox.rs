@@ -291,6 +291,93 @@ fn the_engine_is_built_with_the_patched_cranelift_glue_of_the_same_wasmtime_rele
     assert_eq!(version(glue[0]), version(wasmtime[0]), "the patched copy is of another wasmtime release");
 }
 
+/// Every file of a directory tree, by path relative to its root, with its bytes.
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                files.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The vendored copy is exactly the registry's release with `berth.patch` applied (plus the patch itself
+/// and a `rustfmt.toml` that keeps upstream's formatting): nothing drifts in unseen. The release comes from
+/// crates.io through cargo, which checks it against the index's checksum.
+#[test]
+fn the_vendored_cranelift_glue_is_the_registry_release_plus_berth_patch() {
+    let vendored = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host/vendor/wasmtime-internal-cranelift"
+    ));
+    let manifest = std::fs::read_to_string(vendored.join("Cargo.toml")).unwrap();
+    let version = manifest
+        .split("[package]")
+        .nth(1)
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("fetch");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::write(project.join("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        project.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"fetch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[workspace]\n\
+             [dependencies]\nwasmtime-internal-cranelift = \"={version}\"\n"
+        ),
+    )
+    .unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let fetch = std::process::Command::new(&cargo).arg("fetch").current_dir(&project).output().unwrap();
+    assert!(fetch.status.success(), "cargo fetch: {}", String::from_utf8_lossy(&fetch.stderr));
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let crate_file = std::fs::read_dir(home.join("registry/cache"))
+        .unwrap()
+        .map(|d| d.unwrap().path().join(format!("wasmtime-internal-cranelift-{version}.crate")))
+        .find(|p| p.exists())
+        .expect("cargo fetch put the release in the registry cache");
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let tar = std::process::Command::new("tar").arg("xzf").arg(&crate_file).arg("-C").arg(&unpacked).status();
+    assert!(tar.unwrap().success(), "unpacking {}", crate_file.display());
+    let release = unpacked.join(format!("wasmtime-internal-cranelift-{version}"));
+    let apply = std::process::Command::new("git")
+        .args(["apply", "-p1"])
+        .arg(vendored.join("berth.patch"))
+        .current_dir(&release)
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "berth.patch does not apply to the release: {}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let mut ours = tree(vendored);
+    for extra in ["berth.patch", "rustfmt.toml"] {
+        ours.remove(extra)
+            .unwrap_or_else(|| panic!("host/vendor/wasmtime-internal-cranelift/{extra} is missing"));
+    }
+    let theirs = tree(&release);
+    let names = |t: &std::collections::BTreeMap<String, Vec<u8>>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&ours), names(&theirs), "the vendored copy has other files than the release");
+    let differ: Vec<&String> =
+        ours.iter().filter(|(name, bytes)| theirs[*name] != **bytes).map(|(n, _)| n).collect();
+    assert!(differ.is_empty(), "these files differ from the release plus berth.patch: {differ:?}");
+}
+
 /// Runs `allocate` of the hostile guest in `mode` on a thread of its own and returns the error and how
 /// long the call took; a call that outlives 30 s fails the test rather than hanging it.
 fn hostile(mode: &str, limits: PluginLimits) -> (Result<(), CallError>, Duration) {
