@@ -19,7 +19,7 @@ fn main() {
 
 /// Sets `BERTH_CRANELIFT_GLUE`: a digest of the sources of the Cranelift glue crate the binary is built with
 /// (berth's patched copy in `host/vendor`, when it is there), or `upstream`. It becomes part of the
-/// compiler build written into compiled plugins (`runtime::engine::COMPILER_BUILD`).
+/// compiler build written into compiled plugins (`runtime::COMPILER_BUILD`).
 fn glue_digest() {
     use std::hash::Hasher as _;
     let vendored = std::path::Path::new("vendor/wasmtime-internal-cranelift");

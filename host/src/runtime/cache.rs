@@ -9,7 +9,7 @@
 //!   written, and checked before the artifact is deserialized, so a file swapped in the directory is
 //!   recompiled instead of run;
 //! - the compiler build is written into each artifact (wasmtime's `module_version`, see
-//!   `engine::COMPILER_BUILD`) and is part of the file name, so code from another build is refused;
+//!   `runtime::COMPILER_BUILD`) and is part of the file name, so code from another build is refused;
 //! - files are reached through a `cap-std` directory handle, so no name can leave the directory.
 
 use std::hash::{Hash, Hasher};
@@ -23,8 +23,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::LoadError;
-use super::engine::COMPILER_BUILD;
+use super::{COMPILER_BUILD, LoadError};
 
 /// Where the digest of each artifact the daemon wrote is kept: its store, which only the daemon writes.
 pub trait ArtifactLedger: Send + Sync {

@@ -13,13 +13,7 @@ use super::bindings::allocator::Allocator;
 use super::bindings::framework::Framework;
 use super::cache::{ArtifactCache, deserialize};
 use super::state::PluginState;
-use super::{LoadError, PluginKind, blocking, validate};
-
-/// The exact compiler build berth compiles plugins with: wasmtime's release and a digest of the Cranelift
-/// glue the binary was built with (berth's patched copy, see host/vendor/README.md, or upstream's). It is
-/// written into every compiled artifact and names the artifact cache's files, so an artifact made by
-/// another build of the compiler is never loaded.
-pub const COMPILER_BUILD: &str = concat!("berth-wasmtime-48.0.8-", env!("BERTH_CRANELIFT_GLUE"));
+use super::{COMPILER_BUILD, LoadError, PluginKind, blocking, validate};
 
 /// How often the engine's epoch advances. A call's deadline is enforced to within one tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);

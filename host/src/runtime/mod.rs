@@ -16,6 +16,7 @@ mod blocking;
 mod cache;
 mod delta;
 mod engine;
+mod framework;
 mod instance;
 mod limits;
 mod registry;
@@ -28,9 +29,15 @@ mod version;
 use std::fmt;
 use std::time::Duration;
 
+/// The exact compiler build berth compiles plugins with: wasmtime's release and a digest of the Cranelift
+/// glue the binary was built with (berth's patched copy, see host/vendor/README.md, or upstream's). It is
+/// written into every compiled artifact and names the artifact cache's files, so an artifact made by
+/// another build of the compiler is never loaded.
+pub const COMPILER_BUILD: &str = concat!("berth-wasmtime-48.0.8-", env!("BERTH_CRANELIFT_GLUE"));
 pub use cache::{ArtifactCache, ArtifactLedger};
 pub use engine::Runtime;
-pub use instance::{AllocatorInstance, FrameworkInstance};
+pub use framework::FrameworkInstance;
+pub use instance::AllocatorInstance;
 pub use limits::{MAX_MEMORY_MIB, PluginLimits};
 pub use registry::{KEEP_VERSIONS, Plugin, Registry};
 pub use state::{EventsWatched, KvBackend, KvRefusal};
