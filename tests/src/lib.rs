@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod docker;
 pub mod languages;
+pub mod metrics;
 pub mod provision;
 pub mod views;
 

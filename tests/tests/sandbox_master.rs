@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use berth_tests::cluster::{Agent, Master, eventually};
 use berth_tests::guests;
 use berth_tests::languages::require_tools;
+use berth_tests::metrics;
 use serde_json::Value;
 
 /// The version `version` of plugin `name` as `berth plugin ls --json` lists it.
@@ -133,6 +134,13 @@ fn a_hot_swap_to_a_version_that_keeps_failing_is_rolled_back_by_itself() {
     assert_eq!(bad["active"], false);
     assert_eq!(bad["deadline_exceeded"], 3, "rolled back at the third failure: {bad}");
     assert_eq!(version(&master, "policy", 1).unwrap()["active"], true);
+    // `/metrics` says the same, per version.
+    let samples = metrics::scrape(&master);
+    let v = |n: &'static str| [("plugin", "policy"), ("version", n)];
+    assert_eq!(metrics::value(&samples, "berth_plugin_deadline_exceeded_total", &v("2")), Some(3.0));
+    assert_eq!(metrics::value(&samples, "berth_plugin_traps_total", &v("2")), Some(0.0));
+    assert_eq!(metrics::value(&samples, "berth_plugin_active", &v("2")), Some(0.0));
+    assert_eq!(metrics::value(&samples, "berth_plugin_active", &v("1")), Some(1.0));
 
     // Version 1 decides again: a framework's tasks are placed.
     master.ok(&["framework", "add", "w", "--plugin", "workers", "--config", r#"{"instances": 2}"#]);

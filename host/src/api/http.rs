@@ -80,8 +80,8 @@ async fn default_v2(
     forward(state, caller, framework, format!("/v2/{path}"), request).await
 }
 
-/// `/metrics`: Marathon's metrics (Dropwizard JSON, what Marathon's clients ask for with `Accept:
-/// application/json`) from the default framework.
+/// `/metrics`: berth's own metrics for Prometheus (OpenMetrics text), or Marathon's metrics (Dropwizard
+/// JSON) from the default framework when the client asks for JSON, as Marathon's clients do.
 async fn metrics(
     State(state): State<HttpState>,
     caller: Option<Extension<Caller>>,
@@ -92,15 +92,21 @@ async fn metrics(
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
-    if !json {
-        return (
-            StatusCode::NOT_ACCEPTABLE,
-            "berth serves Marathon's JSON metrics here (ask with `Accept: application/json`); Prometheus metrics are not built yet\n",
-        )
-            .into_response();
+    if json {
+        let framework = state.default_framework.clone();
+        return forward(state, caller, framework, "/metrics".into(), request).await;
     }
-    let framework = state.default_framework.clone();
-    forward(state, caller, framework, "/metrics".into(), request).await
+    match state.handle.metrics().await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Tells the other watchers an event stream went away (Marathon's `event_stream_detached`) when dropped.

@@ -120,6 +120,7 @@ impl Master {
                 credential: credential.unwrap_or_default(),
             }),
         );
+        self.metrics.agent_registrations.inc();
         tracing::info!(target: "berth.master", agent = %register.agent_id, hostname = %register.hostname, node,
             returning, tasks = register.tasks.len(), "agent registered");
         self.reconcile_agent(node, register.tasks);
@@ -280,6 +281,7 @@ impl Master {
         let Some(n) = self.nodes.get(node) else { return };
         let agent = n.agent_id.clone();
         let tasks: Vec<TaskKey> = n.tasks().iter().cloned().collect();
+        self.metrics.agents_lost.inc();
         tracing::warn!(target: "berth.master", %agent, tasks = tasks.len(), timeout = ?self.config.agent_timeout,
             "agent unreachable; its tasks are lost");
         let message = format!("agent {agent} was not heard from for {:?}", self.config.agent_timeout);

@@ -19,6 +19,7 @@ use super::calls::{Calls, Done};
 use super::effects::Effects;
 use super::frameworks::Frameworks;
 use super::history::{Cycles, Stage};
+use super::metrics::Metrics;
 use super::nodes::Nodes;
 use super::offers::Offers;
 use super::streams::LogStreams;
@@ -79,6 +80,8 @@ pub struct Master {
     pub(super) tasks: Tasks,
     pub(super) offers: Offers,
     pub(super) cycles: Cycles,
+    /// Events counted for `/metrics`.
+    pub(super) metrics: Arc<Metrics>,
     pub(super) logs: LogStreams,
     pub(super) effects: Effects,
     pub(super) calls: Calls,
@@ -95,8 +98,9 @@ impl Master {
         registry: Arc<Registry>,
         events: Events,
         done: Arc<dyn Fn(Done) + Send + Sync>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Master> {
-        let effects = Effects::start(store.clone(), events)?;
+        let effects = Effects::start(store.clone(), events, metrics.clone())?;
         let calls = Calls::start(config.plugin_threads, done)?;
         Ok(Master {
             config,
@@ -107,7 +111,8 @@ impl Master {
             frameworks: Frameworks::default(),
             tasks: Tasks::default(),
             offers: Offers::default(),
-            cycles: Cycles::default(),
+            cycles: Cycles::new(metrics.clone()),
+            metrics,
             logs: LogStreams::default(),
             effects,
             calls,

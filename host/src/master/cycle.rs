@@ -266,6 +266,7 @@ impl Master {
                         self.offers.answer(decline.offer).filter(|o| o.framework == framework)
                     {
                         self.nodes.unoffer(offer.node, &offer.resources);
+                        self.metrics.declines.inc();
                         self.add_filter(framework, offer.node, decline.refuse_seconds);
                     }
                 }
@@ -275,6 +276,7 @@ impl Master {
         for id in pending {
             if let Some(offer) = self.offers.answer(id) {
                 self.nodes.unoffer(offer.node, &offer.resources);
+                self.metrics.declines.inc();
                 self.add_filter(framework, offer.node, self.config.default_refuse_seconds);
             }
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use berth_proto::v1 as pb;
 
+use super::metrics::Metrics;
 use super::types::{Event, Events, ToAgent};
 use super::writer::{Outgoing, Progress, Reply, Writer};
 use crate::store::{Batch, Store};
@@ -26,8 +27,8 @@ pub struct Effects {
 
 impl Effects {
     /// Starts the store writer for `store`.
-    pub fn start(store: Arc<Store>, events: Events) -> std::io::Result<Effects> {
-        let writer = Writer::start(store)?;
+    pub fn start(store: Arc<Store>, events: Events, metrics: Arc<Metrics>) -> std::io::Result<Effects> {
+        let writer = Writer::start(store, metrics)?;
         let progress = writer.progress().clone();
         Ok(Effects {
             batch: Batch::default(),

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::admin::NewFramework;
 use super::calls::Done;
 use super::core::{Command, Master};
+use super::metrics::Metrics;
 use super::types::{ApiError, Event, Events, MasterConfig};
 use super::views::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, TaskView};
 use crate::runtime::bindings::{HttpRequest, HttpResponse, TaskStatus};
@@ -68,6 +69,7 @@ pub struct MasterHandle {
     commands: crossbeam_channel::Sender<Command>,
     events: Events,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     next_connection: Arc<AtomicU64>,
     /// Uploads of one plugin must not race for a version number.
     uploads: Arc<tokio::sync::Mutex<()>>,
@@ -148,6 +150,12 @@ impl MasterHandle {
     /// The plugins and the allocator in use.
     pub async fn plugins(&self) -> Result<(Vec<PluginView>, String), ApiError> {
         self.read(|m| (m.plugins_view(), m.allocator().to_string())).await
+    }
+
+    /// The Prometheus exposition: the master's state read in one pass on its thread, encoded here.
+    pub async fn metrics(&self) -> Result<String, ApiError> {
+        let gauges = self.read(Master::gauges).await?;
+        Ok(super::metrics::encode(self.metrics.clone(), gauges, &self.registry))
     }
 
     pub async fn cycles(&self) -> Result<Vec<CycleView>, ApiError> {
@@ -356,10 +364,12 @@ pub fn start(
     crash_on_panic();
     let (commands, rx) = crossbeam_channel::unbounded();
     let (events, _) = broadcast::channel(16_384);
+    let metrics = Arc::new(Metrics::default());
     let handle = MasterHandle {
         commands: commands.clone(),
         events: events.clone(),
         registry: registry.clone(),
+        metrics: metrics.clone(),
         next_connection: Arc::new(AtomicU64::new(1)),
         uploads: Arc::default(),
     };
@@ -367,8 +377,8 @@ pub fn start(
         let _ = commands.send(Command::Done(Box::new(done)));
     });
     let loaded = store.load().context("reading the store")?;
-    let mut master =
-        Master::new(config, store, registry, events, done).context("starting the master's threads")?;
+    let mut master = Master::new(config, store, registry, events, done, metrics)
+        .context("starting the master's threads")?;
     // Compiling stored plugins is the slow part of a start; it happens here, before the API serves.
     master.restore(loaded);
     master.install_bundled()?;

@@ -1,8 +1,9 @@
 //! Read-only snapshots of the master's state, for the API (the types are in `views.rs`).
 
 use super::core::Master;
+use super::metrics::{FrameworkGauge, Gauges, NodeGauge};
 use super::views::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, TaskView};
-use crate::model::{ResourcesExt, is_terminal};
+use crate::model::{ResourcesExt, is_terminal, state_name};
 use crate::runtime::bindings::TaskStatus;
 
 impl Master {
@@ -117,6 +118,47 @@ impl Master {
                     .collect(),
             })
             .collect()
+    }
+
+    /// The state a `/metrics` scrape reports, in one pass.
+    pub(super) fn gauges(&self) -> Gauges {
+        let mut tasks: std::collections::BTreeMap<(u32, &'static str), u64> = Default::default();
+        for ((framework, _), task) in self.tasks.iter() {
+            *tasks.entry((*framework, state_name(task.status.state))).or_default() += 1;
+        }
+        Gauges {
+            tasks: tasks
+                .into_iter()
+                .filter_map(|((f, state), n)| Some((self.frameworks.get(f)?.name.clone(), state, n)))
+                .collect(),
+            frameworks: self
+                .frameworks_view()
+                .into_iter()
+                .map(|f| FrameworkGauge {
+                    allocated: f.allocated.scalars(),
+                    name: f.name,
+                    weight: f.weight,
+                    share: f.share,
+                    suppressed: f.suppressed,
+                })
+                .collect(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let total = n.total.scalars();
+                    NodeGauge {
+                        hostname: n.hostname.clone(),
+                        state: n.state.name(),
+                        connected: n.connection.is_some(),
+                        used: total.minus(&n.available().scalars()),
+                        total,
+                    }
+                })
+                .collect(),
+            store_queue: self.effects.progress().queued(),
+            allocator: self.choices.allocator.clone(),
+        }
     }
 
     pub(super) fn cycles_view(&self) -> Vec<CycleView> {

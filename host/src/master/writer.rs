@@ -16,6 +16,7 @@ use std::time::Duration;
 use berth_proto::v1 as pb;
 use crossbeam_channel::{Sender, bounded};
 
+use super::metrics::Metrics;
 use super::types::ToAgent;
 use crate::store::{Batch, Store};
 
@@ -69,10 +70,16 @@ impl Progress {
     pub(crate) fn add_committed(&self, count: u64) {
         self.committed.fetch_add(count, Ordering::AcqRel);
     }
+
+    /// Batches handed over and not yet committed.
+    pub(crate) fn queued(&self) -> u64 {
+        let committed = self.committed();
+        self.handed_over.load(Ordering::Acquire).saturating_sub(committed)
+    }
 }
 
 impl Writer {
-    pub(crate) fn start(store: Arc<Store>) -> std::io::Result<Writer> {
+    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> std::io::Result<Writer> {
         let (tx, rx) = bounded::<Commit>(QUEUED_BATCHES);
         let progress = Arc::new(Progress::default());
         let committed = progress.clone();
@@ -92,7 +99,9 @@ impl Writer {
                     let _span =
                         tracing::debug_span!("berth.store.commit", batches = count, writes = batch.len())
                             .entered();
+                    let started = std::time::Instant::now();
                     commit(&store, &batch);
+                    metrics.store_commit(started.elapsed());
                 }
                 committed.add_committed(count);
                 for (tx, message) in outbox {

@@ -59,6 +59,11 @@ impl Plugin {
         self.active.load_full()
     }
 
+    /// The loaded versions, oldest first.
+    pub fn versions(&self) -> Vec<Arc<Version>> {
+        self.versions.lock().expect("versions lock").loaded.clone()
+    }
+
     /// A loaded version by number.
     pub fn version(&self, number: u32) -> Option<Arc<Version>> {
         self.versions.lock().expect("versions lock").loaded.iter().find(|v| v.number == number).cloned()

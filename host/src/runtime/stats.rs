@@ -4,12 +4,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 
 /// How many recent call durations are kept for percentiles.
 const WINDOW: usize = 4096;
 
-#[derive(Default)]
 pub(crate) struct Stats {
     calls: AtomicU64,
     deadline: AtomicU64,
@@ -18,6 +18,23 @@ pub(crate) struct Stats {
     limits: AtomicU64,
     peak_memory: AtomicU64,
     recent: Mutex<Recent>,
+    /// Every call's time, for `/metrics`: 10 µs to ~5 s, doubling.
+    seconds: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            calls: AtomicU64::default(),
+            deadline: AtomicU64::default(),
+            memory: AtomicU64::default(),
+            traps: AtomicU64::default(),
+            limits: AtomicU64::default(),
+            peak_memory: AtomicU64::default(),
+            recent: Mutex::default(),
+            seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -66,6 +83,7 @@ impl Stats {
                 self.traps.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.seconds.observe(elapsed.as_secs_f64());
         let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
         let mut recent = self.recent.lock().expect("stats lock");
         if recent.micros.len() < WINDOW {
@@ -75,6 +93,10 @@ impl Stats {
             recent.micros[next] = micros;
         }
         recent.next = (recent.next + 1) % WINDOW;
+    }
+
+    pub(crate) fn call_seconds(&self) -> &Histogram {
+        &self.seconds
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {

@@ -78,6 +78,11 @@ impl Version {
         self.stats.snapshot()
     }
 
+    /// The time of each call, for `/metrics`.
+    pub fn call_seconds(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        self.stats.call_seconds()
+    }
+
     /// Why the version was rolled back automatically, if it was.
     pub fn rolled_back(&self) -> Option<String> {
         self.rolled_back.lock().expect("rolled back lock").clone()

@@ -1,0 +1,134 @@
+//! `/metrics`: Prometheus' text exposition, parsed with a Prometheus parser (`prometheus-parse`), scraped
+//! during a Marathon deployment on simulated nodes and checked against what `/v1/*` says at the same
+//! moment.
+
+use std::time::Duration;
+
+use berth_tests::cluster::{Master, eventually};
+use berth_tests::metrics::{count, scrape, sum, value};
+use prometheus_parse::Sample;
+use serde_json::{Value, json};
+
+#[test]
+fn metrics_agree_with_the_api_during_and_after_a_deployment() {
+    let master = Master::start(&["--simulate-nodes", "4"]);
+    let app = json!({"id": "web", "instances": 6, "cpus": 0.5, "mem": 64,
+        "container": {"type": "DOCKER", "docker": {"image": "web:1"}}, "cmd": "serve"});
+    let (status, body) = master.request("POST", "/v2/apps", &app.to_string());
+    assert_eq!(status, 201, "{body}");
+
+    // During the deployment: whatever moment the scrape catches, tasks by state match the API's list once
+    // nothing moves between the two reads (a read of each, then the scrape again, until they agree).
+    eventually("six running tasks, seen the same by /metrics and /v1/tasks", Duration::from_secs(60), || {
+        let before = scrape(&master);
+        let tasks = master.get("/v1/tasks?framework=marathon");
+        let after = scrape(&master);
+        let running =
+            |s: &[Sample]| value(s, "berth_tasks", &[("framework", "marathon"), ("state", "running")]);
+        if running(&before) != running(&after) {
+            return None;
+        }
+        let listed = tasks.as_array().unwrap().iter().filter(|t| t["status"]["state"] == "Running").count();
+        assert_eq!(running(&after).unwrap_or(0.0), listed as f64, "berth_tasks against /v1/tasks");
+        (listed == 6).then_some(())
+    });
+
+    // Settled: every figure against its API.
+    let (samples, cycles) =
+        eventually("two scrapes with no cycle between them", Duration::from_secs(30), || {
+            let before = scrape(&master);
+            let cycles = master.get("/v1/cycles");
+            let after = scrape(&master);
+            let n = |s: &[Sample]| value(s, "berth_offer_cycles_total", &[]);
+            (n(&before) == n(&after)).then_some((after, cycles))
+        });
+    let cycles = cycles.as_array().unwrap();
+    assert!(cycles.len() < 256, "every cycle is still listed");
+    let total = |field: &str| cycles.iter().map(|c| c[field].as_f64().unwrap()).sum::<f64>();
+    assert_eq!(value(&samples, "berth_offer_cycles_total", &[]), Some(cycles.len() as f64));
+    assert_eq!(count(&samples, "berth_offer_cycle_duration_seconds", &[]), cycles.len() as f64);
+    assert_eq!(value(&samples, "berth_launches_total", &[]), Some(6.0));
+    assert_eq!(value(&samples, "berth_launches_total", &[]), Some(total("launched")));
+    assert_eq!(value(&samples, "berth_grants_total", &[]), Some(total("grants")));
+    assert_eq!(value(&samples, "berth_offers_total", &[]), Some(total("offers")));
+    assert_eq!(value(&samples, "berth_agents_connected", &[]), Some(4.0));
+    assert_eq!(value(&samples, "berth_agent_registrations_total", &[]), Some(4.0));
+    assert_eq!(value(&samples, "berth_nodes", &[("state", "active")]), Some(4.0));
+    assert!(count(&samples, "berth_store_commit_duration_seconds", &[]) > 0.0);
+    assert_eq!(value(&samples, "berth_allocator", &[("allocator", "proportional")]), Some(1.0));
+
+    let frameworks = master.get("/v1/frameworks");
+    let marathon = frameworks.as_array().unwrap().iter().find(|f| f["name"] == "marathon").unwrap();
+    let share = value(&samples, "berth_framework_share", &[("framework", "marathon")]).unwrap();
+    assert!((share - marathon["share"].as_f64().unwrap()).abs() < 1e-9, "share {share} against {marathon}");
+    assert!(share > 0.0);
+    assert_eq!(value(&samples, "berth_framework_cpus", &[("framework", "marathon")]), Some(3.0));
+
+    let nodes = master.get("/v1/nodes");
+    let mut used_cpus = 0.0;
+    for node in nodes.as_array().unwrap() {
+        let host = node["hostname"].as_str().unwrap();
+        let total = node["total"]["milli_cpus"].as_f64().unwrap() / 1000.0;
+        let used = total - node["available"]["milli_cpus"].as_f64().unwrap() / 1000.0;
+        assert_eq!(value(&samples, "berth_node_cpus", &[("node", host), ("kind", "total")]), Some(total));
+        assert_eq!(
+            value(&samples, "berth_node_cpus", &[("node", host), ("kind", "used")]),
+            Some(used),
+            "{host}"
+        );
+        used_cpus += used;
+    }
+    assert_eq!(used_cpus, 3.0);
+    assert_eq!(sum(&samples, "berth_node_cpus", &[("kind", "used")]), 3.0);
+
+    // Plugin calls, per version, against `/v1/plugins` (read between two scrapes that agree).
+    let plugins = eventually("plugin figures that hold still", Duration::from_secs(30), || {
+        let before = scrape(&master);
+        let plugins = master.get("/v1/plugins");
+        let after = scrape(&master);
+        let calls = |s: &[Sample]| sum(s, "berth_plugin_calls_total", &[]);
+        (calls(&before) == calls(&after)).then_some((after, plugins))
+    });
+    let (samples, plugins) = plugins;
+    let mut versions = 0;
+    for plugin in plugins.as_array().unwrap() {
+        for version in plugin["versions"].as_array().unwrap() {
+            let number = version["version"].to_string();
+            let labels = [("plugin", version["name"].as_str().unwrap()), ("version", number.as_str())];
+            let calls = version["stats"]["calls"].as_f64().unwrap();
+            assert_eq!(value(&samples, "berth_plugin_calls_total", &labels), Some(calls), "{version}");
+            assert_eq!(count(&samples, "berth_plugin_call_duration_seconds", &labels), calls, "{version}");
+            assert_eq!(
+                value(&samples, "berth_plugin_active", &labels),
+                Some(if version["active"] == true { 1.0 } else { 0.0 })
+            );
+            versions += 1;
+        }
+    }
+    assert!(versions >= 2, "the bundled allocator and framework at least");
+    assert!(value(&samples, "berth_plugin_calls_total", &[("plugin", "proportional")]).unwrap() > 0.0);
+
+    // A weight set through the CLI shows at the next scrape.
+    master.ok(&["framework", "weight", "marathon", "3"]);
+    assert_eq!(value(&scrape(&master), "berth_framework_weight", &[("framework", "marathon")]), Some(3.0));
+
+    // Labels stay bounded: no task id is a label value.
+    let ids: Vec<String> =
+        master.tasks("marathon").iter().map(|t| t["task"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 6);
+    for sample in scrape(&master) {
+        for (_, v) in sample.labels.iter() {
+            assert!(!ids.contains(v), "a task id as a label: {} {:?}", sample.metric, sample.labels);
+        }
+    }
+
+    // Marathon's own clients still get Marathon's JSON metrics when they ask for JSON.
+    let json: Value = ureq::get(&format!("{}/metrics", master.url))
+        .header("accept", "application/json")
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert!(json.get("gauges").is_some() || json.get("counters").is_some(), "{json}");
+}
