@@ -1,5 +1,5 @@
 //! Failures across real processes: an agent that dies, and a master killed with SIGKILL mid-run (with
-//! tasks running, and with tasks launched that no agent has answered for yet).
+//! tasks running, and with tasks launched that no agent has answered for yet); and a node drained.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -212,4 +212,89 @@ fn tasks_launched_but_not_yet_started_survive_a_master_killed_with_sigkill() {
     });
     let agent_running = agents_running_tasks(&master);
     assert_eq!(agent_running, 2, "the agent runs each task once");
+}
+
+#[test]
+fn a_drained_nodes_tasks_end_with_the_reason_run_elsewhere_and_the_node_is_offered_no_more() {
+    let master = Master::start(&["--no-local-agent"]);
+    let _agents: Vec<Agent> = (1..=3)
+        .map(|i| Agent::start(&master, &format!("node-{i}"), &["--simulate", "--cpus", "4", "--mem", "4096"]))
+        .collect();
+    eventually("three nodes", Duration::from_secs(30), || (connected_nodes(&master) == 3).then_some(()));
+    master.load_plugin("framework", "workers", guests::WORKERS);
+    master.ok(&[
+        "framework",
+        "add",
+        "svc",
+        "--plugin",
+        "workers",
+        "--config",
+        r#"{"instances": 6, "milli_cpus": 500}"#,
+    ]);
+    let running = eventually("six tasks running", Duration::from_secs(30), || {
+        let running = tasks_in(&master, "svc", "running");
+        (running.len() == 6).then_some(running)
+    });
+    let victim = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .max_by_key(|name| running.iter().filter(|t| t["hostname"] == *name).count())
+        .unwrap();
+    let doomed: BTreeSet<String> = running
+        .iter()
+        .filter(|t| t["hostname"] == victim)
+        .map(|t| t["task"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!doomed.is_empty());
+
+    master.ok(&["node", "drain", victim]);
+    // Its tasks end, killed with the drain as the reason, and run again on the other two nodes.
+    eventually("the drained node's tasks to be killed", Duration::from_secs(20), || {
+        let killed: BTreeSet<String> = tasks_in(&master, "svc", "killed")
+            .iter()
+            .filter(|t| t["reason"] == "node-drained")
+            .map(|t| t["task"].as_str().unwrap().to_string())
+            .collect();
+        (killed == doomed).then_some(())
+    });
+    let relaunched = eventually("six tasks running again", Duration::from_secs(30), || {
+        let running = tasks_in(&master, "svc", "running");
+        (running.len() == 6).then_some(running)
+    });
+    assert!(relaunched.iter().all(|t| t["hostname"] != victim), "{relaunched:?}");
+    let node = |name: &str| {
+        master.get("/v1/nodes").as_array().unwrap().iter().find(|n| n["hostname"] == name).cloned()
+    };
+    assert_eq!(node(victim).unwrap()["state"], "draining");
+
+    // More demand than the other two nodes can hold: they fill up (8 cores, 3 taken: ten more tasks of
+    // half a core), and the drained node, with all its 4 cores free, gets nothing over many cycles.
+    master.ok(&[
+        "framework",
+        "add",
+        "more",
+        "--plugin",
+        "workers",
+        "--config",
+        r#"{"instances": 14, "milli_cpus": 500}"#,
+    ]);
+    eventually("the other two nodes full", Duration::from_secs(30), || {
+        (tasks_in(&master, "more", "running").len() == 10).then_some(())
+    });
+    let cycle = |m: &Master| {
+        m.get("/v1/cycles").as_array().unwrap().last().map_or(0, |c| c["number"].as_u64().unwrap())
+    };
+    let from = cycle(&master);
+    eventually("ten more offer cycles", Duration::from_secs(60), || {
+        (cycle(&master) >= from + 10).then_some(())
+    });
+    assert_eq!(tasks_in(&master, "more", "running").len(), 10);
+    let drained = node(victim).unwrap();
+    assert_eq!(drained["active_tasks"], 0, "{drained}");
+    assert_eq!(drained["available"]["milli_cpus"], 4000, "{drained}");
+    let samples = berth_tests::metrics::scrape(&master);
+    assert_eq!(berth_tests::metrics::value(&samples, "berth_nodes", &[("state", "draining")]), Some(1.0));
+    assert_eq!(
+        berth_tests::metrics::value(&samples, "berth_node_cpus", &[("node", victim), ("kind", "used")]),
+        Some(0.0)
+    );
 }
