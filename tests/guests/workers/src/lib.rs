@@ -23,6 +23,10 @@ struct Config {
     mem_mib: Option<u64>,
     image: Option<String>,
     labels: BTreeMap<String, String>,
+    /// Decline every offer (with `refuse_seconds`), to exercise the master's decline filters.
+    decline_all: bool,
+    /// The filter a decline asks for, 1 s unless set.
+    refuse_seconds: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -37,6 +41,8 @@ struct Workers {
     instances: Option<u32>,
     tasks: BTreeMap<String, Record>,
     next: u64,
+    /// Offers received since this instance started, by hostname.
+    offers_seen: BTreeMap<String, u32>,
 }
 
 fn state_name(s: TaskState) -> &'static str {
@@ -116,7 +122,7 @@ impl Framework for Workers {
             Some(b) => serde_json::from_slice(&b).unwrap(),
             None => config.instances,
         };
-        Ok(Workers { config, instances, tasks, next })
+        Ok(Workers { config, instances, tasks, next, offers_seen: BTreeMap::new() })
     }
 
     fn demand(&mut self) -> Vec<TaskShape> {
@@ -132,6 +138,12 @@ impl Framework for Workers {
         let mut wanted = self.wanted();
         let mut decisions = Vec::new();
         for offer in offers {
+            *self.offers_seen.entry(offer.hostname.clone()).or_default() += 1;
+            if self.config.decline_all {
+                let refuse_seconds = self.config.refuse_seconds.unwrap_or(1);
+                decisions.push(Decision::Decline(Decline { offer: offer.id, refuse_seconds }));
+                continue;
+            }
             let mut free = offer.resources.clone();
             let mut tasks = Vec::new();
             while wanted > 0 && free.milli_cpus >= milli_cpus && free.mem_mib >= mem_mib {
@@ -149,7 +161,8 @@ impl Framework for Workers {
                 tasks.push(spec);
             }
             if tasks.is_empty() {
-                decisions.push(Decision::Decline(Decline { offer: offer.id, refuse_seconds: 1 }));
+                let refuse_seconds = self.config.refuse_seconds.unwrap_or(1);
+                decisions.push(Decision::Decline(Decline { offer: offer.id, refuse_seconds }));
             } else {
                 decisions.push(Decision::Launch(Launch { offer: offer.id, tasks }));
             }
@@ -176,6 +189,11 @@ impl Framework for Workers {
     }
 
     fn handle(&mut self, request: HttpRequest) -> ApiReply {
+        if (request.method.as_str(), request.path.as_str()) == ("GET", "/offers") {
+            // A read that must not revive: reviving clears the decline filters it is there to watch.
+            let response = HttpResponse::json(200, serde_json::to_vec(&self.offers_seen).unwrap());
+            return ApiReply { response, actions: vec![] };
+        }
         let response = match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/tasks") => HttpResponse::json(200, serde_json::to_vec(&self.tasks).unwrap()),
             ("GET", "/summary") => {
