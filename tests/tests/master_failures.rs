@@ -298,3 +298,92 @@ fn a_drained_nodes_tasks_end_with_the_reason_run_elsewhere_and_the_node_is_offer
         Some(0.0)
     );
 }
+
+#[test]
+fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_runs_no_task_twice() {
+    let mut master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "30000"]);
+    let _agents: Vec<Agent> = (1..=3)
+        .map(|i| {
+            Agent::start(&master, &format!("node-{i}"), &["--simulate", "--cpus", "64", "--mem", "262144"])
+        })
+        .collect();
+    eventually("three nodes", Duration::from_secs(30), || (connected_nodes(&master) == 3).then_some(()));
+
+    // Four clients post apps as fast as they are answered while earlier apps' tasks launch and report
+    // their statuses; the master is killed in the middle of it.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (url, token, acknowledged) = (master.url.clone(), master.token(), acknowledged.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let id = format!("burst-{client}-{i}");
+                    let app = serde_json::json!({"id": id, "instances": 3, "cpus": 0.01, "mem": 8,
+                        "portDefinitions": [], "container": {"type": "DOCKER", "docker": {"image": "burst:1"}}, "cmd": "serve"});
+                    let response = ureq::post(&format!("{url}/v2/apps"))
+                        .header("authorization", &format!("Bearer {token}"))
+                        .config()
+                        .http_status_as_error(false)
+                        .build()
+                        .send_json(&app);
+                    match response {
+                        Ok(r) if r.status() == 201 => {
+                            acknowledged.lock().unwrap().insert(format!("/{id}"));
+                        }
+                        Ok(r) => panic!("{id}: {}", r.status()),
+                        Err(_) => return, // the master is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("a burst under way", Duration::from_secs(30), || {
+        (acknowledged.lock().unwrap().len() >= 40).then_some(())
+    });
+    master.kill9();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    master.restart();
+    let apps: Value = serde_json::from_str(&master.request("GET", "/v2/apps", "").1).unwrap();
+    let ids: BTreeSet<String> =
+        apps["apps"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    let lost: Vec<&String> = acknowledged.difference(&ids).collect();
+    assert!(lost.is_empty(), "acknowledged apps lost by the kill: {lost:?}");
+    // An app that was written but whose reply the kill cut off may be there too; every app present runs
+    // its three instances, once each.
+    let expected = 3 * ids.len();
+    let mut last = (0, 0, 0);
+    let settled = std::time::Instant::now();
+    while settled.elapsed() < Duration::from_secs(90) {
+        last = (
+            connected_nodes(&master),
+            tasks_in(&master, "marathon", "running").len(),
+            agents_running_tasks(&master),
+        );
+        if last == (3, expected, expected as u64) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        last,
+        (3, expected, expected as u64),
+        "(nodes, running at the master, running at the agents) for {} apps:\n{}",
+        ids.len(),
+        master.logs()
+    );
+    let cycles_now = master.get("/v1/cycles").as_array().unwrap().last().unwrap()["number"].as_u64().unwrap();
+    eventually("a few cycles more", Duration::from_secs(30), || {
+        let last = master.get("/v1/cycles").as_array().unwrap().last().unwrap()["number"].as_u64().unwrap();
+        (last >= cycles_now + 3).then_some(())
+    });
+    let tasks = master.tasks("marathon");
+    let running: Vec<&Value> = tasks.iter().filter(|t| t["state"] == "running").collect();
+    assert_eq!(running.len(), expected, "no task launched twice");
+    let unique: BTreeSet<&str> = running.iter().map(|t| t["task"].as_str().unwrap()).collect();
+    assert_eq!(unique.len(), expected);
+    assert_eq!(agents_running_tasks(&master), expected as u64, "the agents run each task once");
+}
