@@ -1,10 +1,11 @@
 //! What each framework is called with next, and what its calls' answers do.
 //!
 //! A framework's instance runs one call at a time on a worker (`calls.rs`). Whenever it is idle the master
-//! hands it the most pressing work: offers (they hold resources), then undelivered status updates, then
-//! requests to its HTTP API, then fresh demand for a cycle, then its tick, once a second. A framework whose
-//! last call failed backs off (100 ms doubling to 10 s) before it is called again, except for API requests,
-//! which an operator is waiting on.
+//! hands it the most pressing work: offers (they hold resources), then fresh demand for a cycle (the cycle
+//! waits on it; behind a stream of status updates it waited out `demand_wait` every time, which halved
+//! placement throughput), then undelivered status updates, then requests to its HTTP API, then its tick,
+//! once a second. A framework whose last call failed backs off (100 ms doubling to 10 s) before it is
+//! called again, except for API requests, which an operator is waiting on.
 //!
 //! A call's effects (its store writes, launches, kills, published events) take effect when its answer is
 //! applied here, in one batch; a failed call's are discarded and its updates delivered again later.
@@ -58,13 +59,14 @@ impl Master {
             let offers = self.offers.take_queued(id);
             let ids = offers.iter().map(|o| o.id).collect();
             (Op::Offers(offers), InFlight::Offers(ids))
+        } else if f.wants_demand && !backing_off {
+            // A cycle waits on this answer; updates and requests queued meanwhile go next.
+            f.wants_demand = false;
+            (Op::Demand, InFlight::Demand)
         } else if !f.pending.is_empty() && !backing_off {
             (Op::Status(std::mem::take(&mut f.pending)), InFlight::Status)
         } else if let Some(call) = f.http.pop_front() {
             (Op::Http(call.request, call.authenticated), InFlight::Http(call.reply))
-        } else if f.wants_demand && !backing_off {
-            f.wants_demand = false;
-            (Op::Demand, InFlight::Demand)
         } else if now.duration_since(f.last_tick) >= TICK_EVERY && !backing_off {
             f.last_tick = now;
             (Op::Tick(unix_ms()), InFlight::Tick)
