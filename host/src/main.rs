@@ -2,7 +2,7 @@
 
 /// jemalloc: the master allocates and frees per task across threads (plugin calls, store writes, agent
 /// messages), where glibc's allocator took half of the master thread's time under load and held more
-/// memory (measured side by side in BENCHMARKS.md).
+/// memory (measured side by side in BENCHMARKS-HISTORY.md).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -93,7 +93,7 @@ impl Bench {
         let slowest = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
         for i in 0..rounds {
             // Each side goes first in every other round, so that neither always runs right after the
-            // other's clean-up (the two end their rounds differently, BENCHMARKS.md's Docker section).
+            // other's clean-up (the two end their rounds differently, BENCHMARKS-HISTORY.md's Docker section).
             let ((mut r, mut reply), (mut b, mut d)) = if i % 2 == 0 {
                 (self.raw(n), self.berth(n))
             } else {
