@@ -24,16 +24,6 @@ const LONG_FILES: &[(&str, &str)] = &[
 
 const MAX_LINES: usize = 500;
 
-/// Imports between sibling files that are allowed to close a circle, and why: `(directory, from, to, reason)`.
-/// Each is a two-way ownership the types themselves state; any other circle fails the test.
-const TWO_WAY: &[(&str, &str, &str, &str)] = &[(
-    "host/src/runtime",
-    "version",
-    "instance",
-    "a version owns its pool of idle allocator instances, and an instance is made from its version; the pool \
-     is the only use, and moving it elsewhere would put a second owner on a version's instances",
-)];
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -184,17 +174,7 @@ fn no_circle_of_imports_between_the_files_of_a_module() {
     }
     let mut circles = Vec::new();
     for (dir, module) in &dirs {
-        let mut graph = sibling_imports(dir, module);
-        let relative = dir.strip_prefix(root()).unwrap().to_string_lossy().to_string();
-        for (allowed_dir, from, to, _) in TWO_WAY {
-            if relative == *allowed_dir {
-                let edges = graph.get_mut(*from).unwrap_or_else(|| panic!("{allowed_dir}: no file {from}"));
-                assert!(
-                    edges.remove(*to),
-                    "{allowed_dir}: {from} no longer imports {to}; drop it from TWO_WAY"
-                );
-            }
-        }
+        let graph = sibling_imports(dir, module);
         if let Some(found) = circle(&graph) {
             circles.push(format!("{}: {}", dir.strip_prefix(root()).unwrap().display(), found.join(" → ")));
         }

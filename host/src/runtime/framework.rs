@@ -7,11 +7,10 @@ use wasmtime::Store;
 
 use super::bindings::framework::Framework;
 use super::bindings::{Action, ApiReply, Decision, HttpRequest, Offer, TaskShape, TaskStatus};
-use super::instance::{InstantiateError, Live, call, new_store, within};
 use super::limits::{MAX_ACTIONS, MAX_DECISIONS, MAX_RESPONSE_BODY, MAX_RESPONSE_HEADERS, MAX_SHAPES};
 use super::registry::Plugin;
 use super::state::{EventsWatched, KvBackend, PluginState};
-use super::version::{Pre, Version};
+use super::version::{InstantiateError, Live, Pre, Version, call, new_store, within};
 use super::{CallError, LoadError};
 
 /// A live framework instance of `version`: instantiated, `init` run with `config`.

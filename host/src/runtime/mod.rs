@@ -17,7 +17,6 @@ mod cache;
 mod delta;
 mod engine;
 mod framework;
-mod instance;
 mod limits;
 mod registry;
 mod state;
@@ -37,12 +36,11 @@ pub const COMPILER_BUILD: &str = concat!("berth-wasmtime-48.0.8-", env!("BERTH_C
 pub use cache::{ArtifactCache, ArtifactLedger};
 pub use engine::Runtime;
 pub use framework::FrameworkInstance;
-pub use instance::AllocatorInstance;
 pub use limits::{MAX_MEMORY_MIB, PluginLimits};
 pub use registry::{KEEP_VERSIONS, Plugin, Registry};
 pub use state::{EventsWatched, KvBackend, KvRefusal};
 pub use stats::StatsSnapshot;
-pub use version::{NewVersion, Version, VersionInfo};
+pub use version::{AllocatorInstance, NewVersion, Version, VersionInfo};
 
 /// The two plugin worlds of `proto/wit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

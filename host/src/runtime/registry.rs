@@ -15,10 +15,9 @@ use super::bindings::framework::FrameworkPre;
 use super::bindings::incremental_allocator::IncrementalAllocatorPre;
 use super::bindings::{ClusterView, Grants};
 use super::engine::{Compiled, Runtime};
-use super::instance::AllocatorInstance;
 use super::state::unix_ms;
 use super::stats::Stats;
-use super::version::{NewVersion, Pre, Version, VersionInfo};
+use super::version::{AllocatorInstance, NewVersion, Pre, Version, VersionInfo};
 use super::{CallError, LoadError, PluginKind, article, valid_name, validate};
 
 /// Versions kept per plugin, the active one included.
