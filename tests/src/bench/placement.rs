@@ -57,6 +57,11 @@ pub struct Placed {
     pub process_cpu: Duration,
     /// The same by thread name, largest first.
     pub cpu_by_thread: Vec<(String, Duration)>,
+    /// With `BERTH_BENCH_SCRAPE_METRICS` set, `/metrics` is scraped every second during the run, as
+    /// Prometheus would: how many scrapes, the slowest, and the size of the last.
+    pub scrapes: usize,
+    pub slowest_scrape_ms: f64,
+    pub scrape_bytes: usize,
 }
 
 impl Placed {
@@ -95,6 +100,22 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
     let (idle_rss_mib, _) = rss_mib(pid);
     let cycles_before = last_cycle(master);
     let cpu_before = thread_cpu(pid);
+
+    let stop_scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = std::env::var_os("BERTH_BENCH_SCRAPE_METRICS").map(|_| {
+        let (url, stop) = (format!("{}/metrics", master.url), stop_scraping.clone());
+        std::thread::spawn(move || {
+            let mut scrapes: Vec<(Duration, usize)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                let body =
+                    ureq::get(&url).call().expect("GET /metrics").into_body().read_to_string().unwrap();
+                scrapes.push((at.elapsed(), body.len()));
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(at.elapsed()));
+            }
+            scrapes
+        })
+    });
 
     let posted: Mutex<BTreeMap<String, u64>> = Mutex::default();
     let next = std::sync::atomic::AtomicU32::new(0);
@@ -144,6 +165,8 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
     }
     let (rss_mib, peak_rss_mib) = rss_mib(pid);
     let cpu_after = thread_cpu(pid);
+    stop_scraping.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.map(|s| s.join().expect("the scraper")).unwrap_or_default();
     let used = |name: Option<&str>| -> Duration {
         let spent = |cpu: &BTreeMap<String, Duration>| -> Duration {
             cpu.iter().filter(|(n, _)| name.is_none_or(|name| *n == name)).map(|(_, d)| *d).sum()
@@ -210,6 +233,9 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
         master_cpu,
         process_cpu,
         cpu_by_thread,
+        scrapes: scrapes.len(),
+        slowest_scrape_ms: scrapes.iter().map(|(d, _)| d.as_secs_f64() * 1e3).fold(0.0, f64::max),
+        scrape_bytes: scrapes.last().map_or(0, |(_, bytes)| *bytes),
     }
 }
 
