@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::calls::Job;
 use super::core::Master;
+use super::frameworks::Slot;
 use super::history::Stage;
 use super::offers::Outstanding;
 use super::tasks::blank_status;
@@ -37,7 +38,12 @@ impl Master {
         match &self.cycles.stage {
             Stage::Idle => {
                 let since = now.duration_since(self.cycles.last_start);
-                if (self.cycles.wanted && since >= self.config.cycle_min_gap)
+                // A framework deciding on its offers has its demand left out of a cycle, which would then
+                // give the others what its share calls for (a node joining meanwhile went whole to the
+                // others). So a wanted cycle waits for those answers, up to the cycle interval.
+                let deciding =
+                    self.frameworks.iter().any(|f| !matches!(f.slot, Slot::Down) && self.offers.holds(f.id));
+                if (self.cycles.wanted && since >= self.config.cycle_min_gap && !deciding)
                     || since >= self.config.cycle_interval
                 {
                     self.begin_cycle(now);
