@@ -277,3 +277,36 @@ fn a_restarted_agent_adopts_its_containers_and_removes_strays() {
         (master.get("/v1/nodes")[0]["agent_running_tasks"] == 2).then_some(())
     });
 }
+
+/// The agent samples a running container's use from the engine (every 5 s) and the master lists it next
+/// to the task's limits: a task that spins on a CPU limited to half a core uses about half a core.
+#[test]
+fn a_containers_cpu_and_memory_use_is_sampled_and_listed_next_to_its_limits() {
+    let master = master();
+    submit(
+        &master,
+        json!({"id": "spinner", "image": docker::busybox(), "command": "while :; do :; done", "milli_cpus": 500, "mem_mib": 64}),
+    );
+    wait_state(&master, "spinner", "running", Duration::from_secs(60));
+    // The first sample of a container has no earlier reading to measure CPU against; wait for a busy one.
+    let usage = eventually("a sample showing the spinning core", Duration::from_secs(60), || {
+        let tasks = master.get("/v1/tasks?framework=l");
+        let task = tasks.as_array()?.iter().find(|t| t["id"] == "spinner")?.clone();
+        let usage = task["usage"].clone();
+        (usage["cpus"].as_f64()? > 0.3).then_some(usage)
+    });
+    let cpus = usage["cpus"].as_f64().unwrap();
+    assert!(cpus <= 0.6, "the quota holds it near half a core: {usage}");
+    let mem = usage["mem_mib"].as_f64().unwrap();
+    assert!(mem > 0.0 && mem <= 64.0, "some memory, within its limit: {usage}");
+    let row = master
+        .json(&["task", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task"] == "spinner")
+        .cloned()
+        .unwrap();
+    assert!(row["usage"].as_str().unwrap().starts_with("cpu 0."), "{row}");
+    assert!(row["usage"].as_str().unwrap().ends_with("/64 MiB"), "{row}");
+}

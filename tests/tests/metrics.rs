@@ -132,3 +132,60 @@ fn metrics_agree_with_the_api_during_and_after_a_deployment() {
         .unwrap();
     assert!(json.get("gauges").is_some() || json.get("counters").is_some(), "{json}");
 }
+
+/// Sampled use (synthetic on simulated nodes) reaches every reader: `/v1/tasks` next to the limits, the
+/// node sums in `/v1/nodes`, the per-framework and per-node gauges, and `berth task ls`.
+#[test]
+fn task_resource_use_agrees_across_the_api_the_metrics_and_the_cli() {
+    let master = Master::start(&["--simulate-nodes", "2"]);
+    let app = json!({"id": "busy", "instances": 4, "cpus": 0.5, "mem": 128,
+        "container": {"type": "DOCKER", "docker": {"image": "busy:1"}}, "cmd": "work"});
+    let (status, body) = master.request("POST", "/v2/apps", &app.to_string());
+    assert_eq!(status, 201, "{body}");
+
+    // Every running task gets a sample within a sampling interval (5 s) and a heartbeat.
+    let (samples, tasks, nodes) =
+        eventually("use sampled for all four tasks, held still", Duration::from_secs(30), || {
+            let before = scrape(&master);
+            let tasks = master.get("/v1/tasks?framework=marathon&state=running");
+            let nodes = master.get("/v1/nodes");
+            let after = scrape(&master);
+            let sampled = tasks.as_array()?.iter().filter(|t| !t["usage"].is_null()).count();
+            let in_use = |s: &[Sample]| value(s, "berth_framework_cpus_in_use", &[("framework", "marathon")]);
+            (sampled == 4 && in_use(&before) == in_use(&after)).then_some((after, tasks, nodes))
+        });
+    let tasks = tasks.as_array().unwrap();
+    let (mut cpus, mut mem) = (0.0, 0.0);
+    for t in tasks {
+        let u = &t["usage"];
+        let (c, m) = (u["cpus"].as_f64().unwrap(), u["mem_mib"].as_f64().unwrap());
+        assert!(c > 0.0 && c <= 0.5, "within the task's 0.5 CPU: {t}");
+        assert!(m > 0.0 && m <= 128.0, "within the task's 128 MiB: {t}");
+        assert!(u["at_ms"].as_u64().unwrap() > 0);
+        cpus += c;
+        mem += m;
+    }
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-3 * b.max(1.0);
+    let metric_cpus = value(&samples, "berth_framework_cpus_in_use", &[("framework", "marathon")]).unwrap();
+    assert!(close(metric_cpus, cpus), "{metric_cpus} against {cpus} from /v1/tasks");
+    let metric_mem =
+        value(&samples, "berth_framework_memory_in_use_bytes", &[("framework", "marathon")]).unwrap();
+    assert!(close(metric_mem, mem * 1024.0 * 1024.0), "{metric_mem} against {mem} MiB");
+    let mut node_cpus = 0.0;
+    for node in nodes.as_array().unwrap() {
+        let host = node["hostname"].as_str().unwrap();
+        let listed = node["in_use"]["cpus"].as_f64().unwrap();
+        let metric = value(&samples, "berth_node_cpus_in_use", &[("node", host)]).unwrap();
+        assert!(close(metric, listed), "{host}: {metric} against {listed}");
+        node_cpus += listed;
+    }
+    assert!(close(node_cpus, cpus), "the nodes' sums add up to the tasks': {node_cpus} against {cpus}");
+
+    // The CLI prints the use next to the limits.
+    let table = master.ok(&["task", "ls"]);
+    assert!(table.contains("USAGE") && table.contains("/0.5 mem ") && table.contains("/128 MiB"), "{table}");
+    let listed = master.json(&["task", "ls"]);
+    for row in listed.as_array().unwrap() {
+        assert!(row["usage_sample"]["cpus"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}

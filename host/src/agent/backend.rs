@@ -8,6 +8,9 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
+/// How often a backend samples (or, simulated, makes up) its tasks' resource use.
+pub const USAGE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Where a backend sends its status changes. Boxed, because an unbounded channel keeps a block of 32
 /// slots for its whole life: 8 bytes a slot instead of a status's 176 (at 10,000 simulated agents in one
 /// process, 50 MB).
@@ -31,6 +34,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// How many tasks run now, for heartbeats.
     fn running(&self) -> u32;
+
+    /// The resource use sampled since the last call (empty when no new sample was taken), for heartbeats.
+    fn usage(&self) -> Vec<pb::TaskUsage>;
 
     /// A task's output (also of tasks that ended, while the backend keeps it), from the last `tail` lines
     /// (all when 0), following new output when `follow`.

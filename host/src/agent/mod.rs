@@ -298,7 +298,7 @@ pub async fn run(
                     link.send(ToMaster::Status(update));
                 }
                 _ = ticker.tick() => {
-                    if !link.send(ToMaster::Heartbeat(pb::Heartbeat { running_tasks: backend.running() })) {
+                    if !link.send(ToMaster::Heartbeat(pb::Heartbeat { running_tasks: backend.running(), usage: backend.usage() })) {
                         break;
                     }
                     for update in unacked.due(false) {

@@ -4,6 +4,10 @@
 //! A task is `starting` then `running` at once, and runs until killed, unless its container labels ask
 //! otherwise: `berth.simulate.exit-after-ms` ends it after that many milliseconds, with the exit code in
 //! `berth.simulate.exit-code` (default 0, which is `finished`; anything else is `failed`).
+//!
+//! It reports synthetic resource use, so the usage path (heartbeats, listings, metrics, the console) can be
+//! exercised at scale: each task uses a steady share of its memory limit and a share of its CPU limit that
+//! drifts with time, both derived from its id.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,8 @@ pub struct SimulatedBackend {
     events: StatusSender,
     agent_id: Arc<str>,
     hostname: Arc<str>,
+    /// When usage was last reported, ms since the epoch.
+    usage_at_ms: Mutex<u64>,
 }
 
 /// Running tasks by framework, then task id.
@@ -33,6 +39,25 @@ type Tasks = HashMap<Box<str>, HashMap<Box<str>, Running>>;
 struct Running {
     ports: Box<[pb::PortRange]>,
     started_ms: u64,
+    /// Its limits, for synthetic usage.
+    cpus: f32,
+    mem_mb: f32,
+}
+
+/// How often synthetic usage is reported (as often as the Docker backend samples).
+const USAGE_INTERVAL_MS: u64 = super::backend::USAGE_INTERVAL.as_millis() as u64;
+
+/// A task's synthetic use at `now_ms`: (cores, bytes).
+fn synthetic_usage(task_id: &str, cpus: f32, mem_mb: f32, now_ms: u64) -> (f64, u64) {
+    // FNV-1a: a fixed phase per task.
+    let hash = task_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let phase = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    let drift = ((now_ms / USAGE_INTERVAL_MS) as f64 * 0.07 + phase).fract();
+    let cpu = f64::from(cpus) * (0.1 + 0.6 * drift);
+    let mem = f64::from(mem_mb) * (0.3 + 0.5 * phase) * 1024.0 * 1024.0;
+    (cpu, mem as u64)
 }
 
 /// Removes a task, forgetting its framework with its last task.
@@ -53,6 +78,7 @@ impl SimulatedBackend {
             events,
             agent_id: agent_id.into(),
             hostname: hostname.into(),
+            usage_at_ms: Mutex::new(0),
         }
     }
 }
@@ -92,6 +118,8 @@ impl Backend for SimulatedBackend {
     fn launch(&self, framework: String, task: pb::TaskSpec) {
         let key = (framework, task.id.clone());
         let ports = task.resources.as_ref().map(|r| r.ports.clone()).unwrap_or_default();
+        let (cpus, mem_mb) =
+            task.resources.as_ref().map_or((0.0, 0.0), |r| (r.milli_cpus as f32 / 1000.0, r.mem_mib as f32));
         let now = unix_ms();
         {
             let mut tasks = self.tasks.lock().expect("tasks lock");
@@ -99,8 +127,10 @@ impl Backend for SimulatedBackend {
             if of_framework.contains_key(key.1.as_str()) {
                 return;
             }
-            of_framework
-                .insert(key.1.as_str().into(), Running { ports: ports.clone().into(), started_ms: now });
+            of_framework.insert(
+                key.1.as_str().into(),
+                Running { ports: ports.clone().into(), started_ms: now, cpus, mem_mb },
+            );
         }
         let me = (&*self.agent_id, &*self.hostname);
         let id = (key.0.as_str(), key.1.as_str());
@@ -162,6 +192,33 @@ impl Backend for SimulatedBackend {
         self.tasks.lock().expect("tasks lock").values().map(HashMap::len).sum::<usize>() as u32
     }
 
+    fn usage(&self) -> Vec<pb::TaskUsage> {
+        let now = unix_ms();
+        {
+            let mut last = self.usage_at_ms.lock().expect("usage lock");
+            if now.saturating_sub(*last) < USAGE_INTERVAL_MS {
+                return Vec::new();
+            }
+            *last = now;
+        }
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks
+            .iter()
+            .flat_map(|(framework, tasks)| {
+                tasks.iter().map(move |(id, r)| {
+                    let (cpus, mem_bytes) = synthetic_usage(id, r.cpus, r.mem_mb, now);
+                    pb::TaskUsage {
+                        framework: framework.to_string(),
+                        task_id: id.to_string(),
+                        cpus,
+                        mem_bytes,
+                        timestamp_ms: now,
+                    }
+                })
+            })
+            .collect()
+    }
+
     fn logs(
         &self,
         _framework: &str,
@@ -172,5 +229,24 @@ impl Backend for SimulatedBackend {
         Box::pin(futures::stream::once(async {
             Err("simulated tasks run nothing and write no output".to_string())
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_usage_stays_within_the_limits_and_moves() {
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..20u64 {
+            let (cpu, mem) = synthetic_usage("app.1", 2.0, 256.0, round * USAGE_INTERVAL_MS);
+            assert!((0.2..=1.4).contains(&cpu), "{cpu}");
+            assert!(((256 << 20) * 3 / 10..=256 << 20).contains(&mem), "{mem}");
+            seen.insert((cpu * 1000.0) as u64);
+        }
+        assert!(seen.len() > 10, "the CPU figure drifts: {seen:?}");
+        let other = synthetic_usage("app.2", 2.0, 256.0, 0);
+        assert_ne!(synthetic_usage("app.1", 2.0, 256.0, 0), other, "tasks differ");
     }
 }

@@ -124,6 +124,13 @@ fn task(t: &TaskView) -> pb::Task {
         resources: Some(convert::resources(&t.resources)),
         image: t.image.clone(),
         launched_at_ms: t.launched_at_ms,
+        usage: t.usage.map(|u| pb::TaskUsage {
+            framework: t.framework.clone(),
+            task_id: t.id.clone(),
+            cpus: f64::from(u.cpus),
+            mem_bytes: (f64::from(u.mem_mib) * 1024.0 * 1024.0) as u64,
+            timestamp_ms: u.at_ms,
+        }),
     }
 }
 

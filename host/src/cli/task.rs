@@ -81,6 +81,18 @@ fn reason(s: &pb::TaskStatus) -> String {
     }
 }
 
+/// A task's sampled use next to its limits: `cpu 0.12/1 mem 34/256 MiB`, or `-` before the first sample.
+fn usage(t: &pb::Task) -> String {
+    let (Some(u), Some(r)) = (&t.usage, &t.resources) else { return "-".into() };
+    format!(
+        "cpu {:.2}/{} mem {:.0}/{} MiB",
+        u.cpus,
+        r.milli_cpus as f64 / 1000.0,
+        u.mem_bytes as f64 / (1024.0 * 1024.0),
+        r.mem_mib
+    )
+}
+
 fn status_row(s: &pb::TaskStatus) -> Value {
     json!({
         "framework": s.framework, "task": s.task_id, "state": state(s), "reason": reason(s), "message": s.message,
@@ -108,6 +120,10 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
                     row["name"] = json!(t.name);
                     row["image"] = json!(t.image);
                     row["resources"] = json!(output::resources(t.resources.as_ref()));
+                    row["usage"] = json!(usage(t));
+                    row["usage_sample"] = json!(t.usage.as_ref().map(|u| json!({
+                        "cpus": u.cpus, "mem_bytes": u.mem_bytes, "timestamp_ms": u.timestamp_ms,
+                    })));
                     row
                 })
                 .collect();
@@ -122,6 +138,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
                     ("HOST", "hostname"),
                     ("PORTS", "ports"),
                     ("RESOURCES", "resources"),
+                    ("USAGE", "usage"),
                     ("IMAGE", "image"),
                 ],
                 &rows,

@@ -12,6 +12,7 @@ use pb::master_message::Message as ToAgent;
 use super::core::Master;
 use super::effects::Effects;
 use super::nodes::Registration;
+use super::tasks::Usage;
 use super::types::TaskKey;
 use crate::convert;
 use crate::model::{is_terminal, unix_ms};
@@ -41,6 +42,7 @@ impl Master {
             FromAgent::Register(_) => unreachable!("handled above"),
             FromAgent::Heartbeat(heartbeat) => {
                 self.nodes.heard(node, at, ms_at(at), Some(heartbeat.running_tasks));
+                self.record_usage(node, &heartbeat.usage);
             }
             FromAgent::Logs(chunk) => self.log_chunk(node, chunk),
             FromAgent::Status(update) => {
@@ -240,6 +242,34 @@ impl Master {
             }
         }
         self.send_to_node(node, ToAgent::Ack(pb::Ack { uuid }));
+    }
+
+    /// Keeps the newest usage sample of each running task the reporting node runs; samples of tasks it
+    /// does not run (ended meanwhile, or never its own) are dropped.
+    fn record_usage(&mut self, node: u32, samples: &[pb::TaskUsage]) {
+        let mut framework: Option<(&str, u32)> = None;
+        for sample in samples {
+            let fid = match framework {
+                Some((name, id)) if name == sample.framework => id,
+                _ => {
+                    let Some(id) = self.frameworks.id_of(&sample.framework) else { continue };
+                    framework = Some((&sample.framework, id));
+                    id
+                }
+            };
+            if let Some(task) = self.tasks.find_mut(fid, &sample.task_id)
+                && task.node == node
+                && task.status.state == TaskState::Running
+                && sample.cpus.is_finite()
+                && sample.cpus >= 0.0
+            {
+                task.usage = Some(Usage {
+                    cpus: sample.cpus as f32,
+                    mem_mib: (sample.mem_bytes as f64 / (1024.0 * 1024.0)) as f32,
+                    at_ms: sample.timestamp_ms,
+                });
+            }
+        }
     }
 
     fn status_from_report(&self, node: u32, key: &TaskKey, report: &pb::TaskStatus) -> TaskStatus {

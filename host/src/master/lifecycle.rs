@@ -61,6 +61,7 @@ impl Master {
                 ended: terminal.then(Instant::now),
                 delivered,
                 kill_requested: None,
+                usage: None,
             },
         );
     }
@@ -115,6 +116,7 @@ impl Master {
                 ended: None,
                 delivered: true,
                 kill_requested: None,
+                usage: None,
             },
         );
         self.send_to_node(node, message);

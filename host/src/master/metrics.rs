@@ -79,6 +79,8 @@ pub(crate) struct NodeGauge {
     pub connected: bool,
     pub total: berth_proto::Scalars,
     pub used: berth_proto::Scalars,
+    /// What its running tasks use, as last sampled: (cores, MiB).
+    pub in_use: (f64, f64),
 }
 
 /// One framework's figures, for the gauges.
@@ -89,6 +91,8 @@ pub(crate) struct FrameworkGauge {
     pub share: f64,
     pub suppressed: bool,
     pub allocated: berth_proto::Scalars,
+    /// What its running tasks use, as last sampled: (cores, MiB).
+    pub in_use: (f64, f64),
 }
 
 /// The master's state as a scrape sees it, read in one pass on the master thread.
@@ -288,6 +292,22 @@ impl Collector for Scrape {
             MetricType::Gauge,
             frameworks.iter().map(|f| (by_framework(f), gauge(mib(f.allocated.mem_mib)))),
         )?;
+        family(
+            &mut e,
+            "berth_framework_cpus_in_use",
+            "CPU cores each framework's running tasks use, as their agents last sampled them.",
+            None,
+            MetricType::Gauge,
+            frameworks.iter().map(|f| (by_framework(f), gauge(f.in_use.0))),
+        )?;
+        family(
+            &mut e,
+            "berth_framework_memory_in_use",
+            "Memory each framework's running tasks use (without page cache), as last sampled.",
+            bytes,
+            MetricType::Gauge,
+            frameworks.iter().map(|f| (by_framework(f), gauge(f.in_use.1 * 1024.0 * 1024.0))),
+        )?;
 
         // Nodes and agents.
         let nodes = &self.gauges.nodes;
@@ -311,6 +331,22 @@ impl Collector for Scrape {
             });
             family(&mut e, name, &format!("{help} `kind` is total or used."), unit, MetricType::Gauge, rows)?;
         }
+        family(
+            &mut e,
+            "berth_node_cpus_in_use",
+            "CPU cores the running tasks on each node use, as last sampled.",
+            None,
+            MetricType::Gauge,
+            nodes.iter().map(|n| (by_node(n), gauge(n.in_use.0))),
+        )?;
+        family(
+            &mut e,
+            "berth_node_memory_in_use",
+            "Memory the running tasks on each node use, as last sampled.",
+            bytes,
+            MetricType::Gauge,
+            nodes.iter().map(|n| (by_node(n), gauge(n.in_use.1 * 1024.0 * 1024.0))),
+        )?;
         let mut states: Vec<(&str, u64)> = Vec::new();
         for n in nodes {
             match states.iter_mut().find(|(s, _)| *s == n.state) {

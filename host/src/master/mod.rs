@@ -48,6 +48,7 @@ pub use handle::{AgentConnection, AgentSender, MasterHandle, Upload, start};
 pub use kv::FrameworkKv;
 pub use metrics::Metrics;
 pub use plugins::ROLLBACK_AFTER_FAILURES;
+pub use tasks::Usage;
 pub use types::{ApiError, Event, Events, MAX_LAUNCHES_PER_CYCLE, MasterConfig, ToAgent};
 pub use views::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, TaskView};
 pub use writer::Progress;

@@ -2,9 +2,9 @@
 
 use super::core::Master;
 use super::metrics::{FrameworkGauge, Gauges, NodeGauge};
-use super::views::{CycleView, FrameworkView, NodeView, PluginView, TaskFilter, TaskView};
+use super::views::{CycleView, FrameworkView, InUse, NodeView, PluginView, TaskFilter, TaskView};
 use crate::model::{ResourcesExt, is_terminal, state_name};
-use crate::runtime::bindings::TaskStatus;
+use crate::runtime::bindings::{TaskState, TaskStatus};
 
 impl Master {
     pub(super) fn nodes_view(&self) -> Vec<NodeView> {
@@ -26,6 +26,16 @@ impl Master {
                 allow_privileged: n.allow_privileged,
                 allow_host_mounts: n.allow_host_mounts,
                 allow_host_network: n.allow_host_network,
+                in_use: n.tasks().iter().filter_map(|k| self.tasks.get(k)).fold(
+                    InUse::default(),
+                    |sum, t| match t.usage.filter(|_| t.status.state == TaskState::Running) {
+                        Some(u) => InUse {
+                            cpus: sum.cpus + f64::from(u.cpus),
+                            mem_mib: sum.mem_mib + f64::from(u.mem_mib),
+                        },
+                        None => sum,
+                    },
+                ),
             })
             .collect()
     }
@@ -91,6 +101,7 @@ impl Master {
                     resources: t.resources.clone(),
                     image: spec.container.map(|c| c.image).unwrap_or_default(),
                     launched_at_ms: t.launched_at_ms,
+                    usage: t.usage.filter(|_| t.status.state == TaskState::Running),
                 })
             })
             .collect();
@@ -123,8 +134,19 @@ impl Master {
     /// The state a `/metrics` scrape reports, in one pass.
     pub(super) fn gauges(&self) -> Gauges {
         let mut tasks: std::collections::BTreeMap<(u32, &'static str), u64> = Default::default();
+        // Sampled use of running tasks, by framework and by node: (cores, MiB).
+        let mut by_framework: std::collections::HashMap<u32, (f64, f64)> = Default::default();
+        let mut by_node: std::collections::HashMap<u32, (f64, f64)> = Default::default();
         for ((framework, _), task) in self.tasks.iter() {
             *tasks.entry((*framework, state_name(task.status.state))).or_default() += 1;
+            if let Some(u) = task.usage.filter(|_| task.status.state == TaskState::Running) {
+                for sum in
+                    [by_framework.entry(*framework).or_default(), by_node.entry(task.node).or_default()]
+                {
+                    sum.0 += f64::from(u.cpus);
+                    sum.1 += f64::from(u.mem_mib);
+                }
+            }
         }
         Gauges {
             tasks: tasks
@@ -135,6 +157,11 @@ impl Master {
                 .frameworks_view()
                 .into_iter()
                 .map(|f| FrameworkGauge {
+                    in_use: self
+                        .frameworks
+                        .id_of(&f.name)
+                        .and_then(|id| by_framework.get(&id).copied())
+                        .unwrap_or_default(),
                     allocated: f.allocated.scalars(),
                     name: f.name,
                     weight: f.weight,
@@ -152,6 +179,7 @@ impl Master {
                         state: n.state.name(),
                         connected: n.connection.is_some(),
                         used: total.minus(&n.available().scalars()),
+                        in_use: by_node.get(&n.id).copied().unwrap_or_default(),
                         total,
                     }
                 })

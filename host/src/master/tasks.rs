@@ -38,6 +38,14 @@ impl Tasks {
         self.table.find(hash, |(h, k, _)| *h == hash && k.0 == framework && k.1 == id).map(|(_, _, t)| &**t)
     }
 
+    /// The task `id` of `framework`, to change.
+    pub fn find_mut(&mut self, framework: u32, id: &str) -> Option<&mut Task> {
+        let hash = self.hash(framework, id);
+        self.table
+            .find_mut(hash, |(h, k, _)| *h == hash && k.0 == framework && k.1 == id)
+            .map(|(_, _, t)| &mut **t)
+    }
+
     pub fn get(&self, key: &TaskKey) -> Option<&Task> {
         self.find(key.0, &key.1)
     }
@@ -118,6 +126,18 @@ pub struct Task {
     pub delivered: bool,
     /// A kill was asked for (grace period, reason): re-sent when the agent re-registers.
     pub kill_requested: Option<(u32, TaskReason)>,
+    /// Its latest sampled resource use, while it runs (in memory only: a sample is not state).
+    pub usage: Option<Usage>,
+}
+
+/// A task's resource use as its agent last sampled it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Usage {
+    /// Cores in use.
+    pub cpus: f32,
+    pub mem_mib: f32,
+    /// When it was sampled, ms since the epoch.
+    pub at_ms: u64,
 }
 
 impl Task {
@@ -228,6 +248,7 @@ mod tests {
             update_uuid: String::new(),
             ended: None,
             delivered: false,
+            usage: None,
             kill_requested: None,
         }
     }

@@ -24,6 +24,15 @@ pub struct NodeView {
     pub allow_privileged: bool,
     pub allow_host_mounts: bool,
     pub allow_host_network: bool,
+    /// What its running tasks use, as their agent last sampled them.
+    pub in_use: InUse,
+}
+
+/// Resource use summed over running tasks, from the agents' latest samples.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct InUse {
+    pub cpus: f64,
+    pub mem_mib: f64,
 }
 
 /// A framework as listed.
@@ -55,6 +64,8 @@ pub struct TaskView {
     pub resources: Resources,
     pub image: String,
     pub launched_at_ms: u64,
+    /// Its latest sampled use while it runs, next to `resources` (its limits).
+    pub usage: Option<super::tasks::Usage>,
 }
 
 /// A plugin and its versions.

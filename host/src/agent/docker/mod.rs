@@ -29,6 +29,7 @@ use super::health::{self, HealthEvent};
 use crate::model::unix_ms;
 
 mod events;
+mod usage;
 
 /// What the Docker backend may do and keep.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +67,8 @@ struct Inner {
     options: DockerOptions,
     events: StatusSender,
     tasks: Mutex<HashMap<Key, Tracked>>,
+    /// The newest round of usage samples, not yet sent.
+    usage: Mutex<Vec<pb::TaskUsage>>,
 }
 
 /// Runs tasks as Docker containers.
@@ -120,12 +123,14 @@ impl DockerBackend {
             options,
             events,
             tasks: Mutex::new(HashMap::new()),
+            usage: Mutex::default(),
         });
         // Follow events before adopting, so nothing that happens in between is missed.
         let stream = inner.event_stream(None);
         inner.adopt().await.context("adopting this agent's containers")?;
         tokio::spawn(inner.clone().follow(stream));
         tokio::spawn(inner.clone().reap());
+        tokio::spawn(inner.clone().sample_usage());
         Ok((DockerBackend { inner }, detected))
     }
 }
@@ -336,6 +341,10 @@ impl Backend for DockerBackend {
 
     fn running(&self) -> u32 {
         self.inner.lock().values().filter(|t| t.state == pb::TaskState::Running).count() as u32
+    }
+
+    fn usage(&self) -> Vec<pb::TaskUsage> {
+        std::mem::take(&mut *self.inner.usage.lock().expect("usage lock"))
     }
 
     fn logs(
