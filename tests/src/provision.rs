@@ -247,3 +247,43 @@ pub fn busybox() -> PathBuf {
     }
     busybox
 }
+
+/// Headless Chromium and its WebDriver, for the console's browser tests: Debian's `chromium` and
+/// `chromium-driver`, installed with apt-get when missing (as root; otherwise a clear message).
+pub fn chromium() -> (PathBuf, PathBuf) {
+    static FOUND: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let find = || {
+                let browser = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from).into_iter().find(|p| p.exists());
+                let driver = PathBuf::from("/usr/bin/chromedriver");
+                browser.filter(|_| driver.exists()).map(|b| (b, driver))
+            };
+            if let Some(found) = find() {
+                return found;
+            }
+            once("chromium", "chromium chromium-driver", |_| {
+                if !is_root() {
+                    fail(
+                        "the console's browser tests need Chromium and its WebDriver: install Debian's `chromium` and \
+                         `chromium-driver` (sudo apt-get install chromium chromium-driver) and run the tests again",
+                    );
+                }
+                run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update");
+                run(
+                    Command::new("apt-get")
+                        .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+                        .env("DEBIAN_FRONTEND", "noninteractive")
+                        .stdin(std::process::Stdio::null()),
+                    "apt-get install chromium chromium-driver",
+                );
+            });
+            find().unwrap_or_else(|| fail("apt-get installed chromium, but /usr/bin/chromium or /usr/bin/chromedriver is missing"))
+        })
+        .clone()
+}
+
+/// Whether this process runs as root (Chromium's sandbox refuses root: tests pass `--no-sandbox` then).
+pub fn running_as_root() -> bool {
+    is_root()
+}

@@ -295,3 +295,66 @@ fn networks_are_the_operators_to_allow_and_task_containers_are_hardened() {
             .then_some(())
     });
 }
+
+/// An anonymous request to the console's routes, as the console sends it: status, `www-authenticate`, body.
+fn anonymous(method: &str, url: &str, body: &str) -> (u16, Option<String>, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let response = match method {
+        "GET" => agent.get(url).header("x-berth-console", "1").call(),
+        _ => agent.post(url).header("x-berth-console", "1").send(body),
+    }
+    .unwrap();
+    let prompt = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+    let status = response.status().as_u16();
+    (status, prompt, response.into_body().read_to_string().unwrap())
+}
+
+/// The JSON routes the web console changes things through: the operator token before any work (and
+/// before task output, even while reads are open), no browser login prompt for the console, a 422 naming
+/// what was wrong with a body, and each change visible in the reads.
+#[test]
+fn the_consoles_routes_need_the_operator_token_and_say_what_is_wrong() {
+    let master = Master::start(&["--simulate-nodes", "1"]);
+    let url = |path: &str| format!("{}{path}", master.url);
+
+    let (status, prompt, body) = anonymous("POST", &url("/v1/frameworks/marathon/weight"), r#"{"weight": 2}"#);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(prompt, None, "no Basic prompt for the console's own requests");
+    let (status, _, body) = anonymous("GET", &url("/v1/frameworks/marathon/tasks/x/logs"), "");
+    assert_eq!(status, 401, "task output needs the operator token even while reads are open: {body}");
+    let (status, _, body) = anonymous("GET", &url("/v1/whoami"), "");
+    assert_eq!((status, body.as_str()), (200, r#"{"operator":false}"#));
+    let (status, _, _) = anonymous("GET", &url("/ui/"), "");
+    assert_eq!(status, 200);
+    let (status, _, _) = anonymous("GET", &url("/ui/../v1/tasks"), "");
+    assert_eq!(status, 404, "only the console's own files are served under /ui/");
+    assert_eq!(master.get("/v1/frameworks")[0]["weight"], 1.0, "nothing changed");
+
+    let (status, body) = master.request("GET", "/v1/whoami", "");
+    assert_eq!((status, body.as_str()), (200, r#"{"operator":true}"#));
+    let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": "two"}"#);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("not what this call takes") && body.contains("invalid type"), "{body}");
+    let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": 2, "extra": 1}"#);
+    assert_eq!(status, 422, "an unknown field is refused by name: {body}");
+    assert!(body.contains("extra"), "{body}");
+    let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": -1}"#);
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": 2.5}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(master.get("/v1/frameworks")[0]["weight"], 2.5);
+
+    let (status, body) = master.request("POST", "/v1/frameworks/marathon/tasks/nope/kill", "");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = master.request("POST", "/v1/plugins/proportional/versions?kind=allocator", "not wasm");
+    assert!(status == 422, "a body that is not a component: {status} {body}");
+    let (status, body) = master.request("POST", "/v1/plugins/proportional/activate", r#"{"version": 7}"#);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = master.request("PUT", "/v1/allocator", r#"{"name": "nope"}"#);
+    assert!(status == 404 || status == 422, "{status} {body}");
+    let (status, body) = master.request("POST", "/v1/plugins/proportional/rollback", "");
+    assert!(status == 409 || status == 422, "nothing to roll back to: {status} {body}");
+    let plugins = master.get("/v1/plugins");
+    let proportional = plugins.as_array().unwrap().iter().find(|p| p["name"] == "proportional").unwrap();
+    assert_eq!(proportional["versions"].as_array().unwrap().len(), 1, "nothing half-applied: {proportional}");
+}

@@ -121,8 +121,13 @@ pub fn need(method: &Method, path: &str) -> Need {
             _ => Need::Operator,
         };
     }
-    if path == "/health" {
+    // The console's page and scripts hold no data: it reads and changes through the API, with the token.
+    if path == "/health" || path == "/ui" || path.starts_with("/ui/") {
         return Need::Nothing;
+    }
+    // Task output holds whatever tasks print, secrets included.
+    if path.starts_with("/v1/frameworks/") && path.ends_with("/logs") {
+        return Need::Operator;
     }
     if *method == Method::GET || *method == Method::HEAD { Need::Read } else { Need::Operator }
 }
@@ -148,7 +153,10 @@ pub struct AuthService<S> {
     auth: Auth,
 }
 
-fn refusal(grpc: bool, status: http::StatusCode, message: String) -> Response<Body> {
+/// The header the web console sends, so a refusal does not make the browser open its own login prompt.
+pub const CONSOLE_HEADER: &str = "x-berth-console";
+
+fn refusal(grpc: bool, prompt: bool, status: http::StatusCode, message: String) -> Response<Body> {
     if grpc {
         let code = if status == http::StatusCode::FORBIDDEN {
             tonic::Code::PermissionDenied
@@ -163,7 +171,7 @@ fn refusal(grpc: bool, status: http::StatusCode, message: String) -> Response<Bo
     response
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    if status == http::StatusCode::UNAUTHORIZED {
+    if status == http::StatusCode::UNAUTHORIZED && prompt {
         // Lets browsers and Marathon clients offer Basic auth.
         response
             .headers_mut()
@@ -206,11 +214,12 @@ where
                     host_name(&authority)
                 );
                 tracing::debug!(target: "berth.api", parent: &span, %message, "request refused");
-                let response = refusal(false, http::StatusCode::FORBIDDEN, message);
+                let response = refusal(false, false, http::StatusCode::FORBIDDEN, message);
                 return async move { Ok(response) }.boxed();
             }
         }
         let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let prompt = !request.headers().contains_key(CONSOLE_HEADER);
         match self.auth.check(header, need) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
@@ -218,7 +227,7 @@ where
             }
             Err(message) => {
                 tracing::debug!(target: "berth.api", parent: &span, %message, "request refused");
-                let response = refusal(grpc, http::StatusCode::UNAUTHORIZED, message);
+                let response = refusal(grpc, prompt, http::StatusCode::UNAUTHORIZED, message);
                 async move { Ok(response) }.boxed()
             }
         }
@@ -279,6 +288,12 @@ mod tests {
         assert_eq!(need(&Method::GET, "/v2/apps"), Need::Read);
         assert_eq!(need(&Method::POST, "/v2/apps"), Need::Operator);
         assert_eq!(need(&Method::DELETE, "/frameworks/batch/jobs/1"), Need::Operator);
+        assert_eq!(need(&Method::GET, "/ui/"), Need::Nothing);
+        assert_eq!(need(&Method::GET, "/ui/app.js"), Need::Nothing);
+        assert_eq!(need(&Method::GET, "/uix"), Need::Read);
+        assert_eq!(need(&Method::GET, "/v1/frameworks/marathon/tasks/web.1/logs"), Need::Operator);
+        assert_eq!(need(&Method::GET, "/v1/tasks"), Need::Read);
+        assert_eq!(need(&Method::POST, "/v1/frameworks/marathon/weight"), Need::Operator);
     }
 
     #[test]

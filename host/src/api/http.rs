@@ -52,6 +52,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/tasks", get(tasks))
         .route("/v1/cycles", get(cycles))
+        .route("/v1/whoami", get(whoami))
         .route("/frameworks/{name}", any(framework_root))
         .route("/frameworks/{name}/{*path}", any(framework_path))
         .route("/ping", any(default_ping))
@@ -168,6 +169,12 @@ async fn health(State(state): State<HttpState>) -> Response {
         Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the master is not answering\n").into_response(),
     }
+}
+
+/// Whether the caller presented the operator token: how the console checks a token it was given.
+async fn whoami(caller: Option<Extension<Caller>>) -> Response {
+    let operator = caller.is_some_and(|Extension(c)| c.operator);
+    Json(serde_json::json!({ "operator": operator })).into_response()
 }
 
 async fn plugins(State(state): State<HttpState>) -> Response {

@@ -4,8 +4,10 @@
 //! [`MasterHandle`] method each.
 
 pub mod auth;
+mod console;
 mod grpc;
 pub mod http;
+mod ops;
 
 use std::future::Future;
 
@@ -31,9 +33,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let services = grpc::Services { handle: handle.clone(), default_limits };
     let http = http::router(http::HttpState {
-        handle,
+        handle: handle.clone(),
         default_framework: crate::bundled::DEFAULT_FRAMEWORK.to_string(),
     })
+    .merge(ops::router(ops::OpsState { handle, default_limits }))
+    .merge(console::router())
     .merge(extra);
     let routes = tonic::service::Routes::from(http)
         .add_service(

@@ -117,6 +117,24 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
         })
     });
 
+    // With `BERTH_BENCH_CONSOLE` set, the web console's overview is open in headless Chromium during the
+    // run, polling as it does for a user (every two seconds: nodes, frameworks, plugins, cycles).
+    let console = std::env::var_os("BERTH_BENCH_CONSOLE").map(|_| {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let browser = runtime.block_on(async {
+            let browser = crate::browser::Browser::start(1280, 800).await;
+            browser.client.goto(&format!("{}/ui/#/overview", master.url)).await.expect("opening the console");
+            let b = &browser;
+            b.wait("the console's overview", Duration::from_secs(60), move || async move {
+                b.text("#nodes-table").await.filter(|t| !t.is_empty())
+            })
+            .await;
+            browser
+        });
+        (runtime, browser)
+    });
+
     let posted: Mutex<BTreeMap<String, u64>> = Mutex::default();
     let next = std::sync::atomic::AtomicU32::new(0);
     let first_post = unix_ms();
@@ -166,6 +184,13 @@ pub fn run(master: &Master, setup: Placement) -> Placed {
     let (rss_mib, peak_rss_mib) = rss_mib(pid);
     let cpu_after = thread_cpu(pid);
     stop_scraping.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some((runtime, browser)) = console {
+        let refreshed =
+            runtime.block_on(browser.client.execute("return document.body.dataset.refreshed", vec![]));
+        assert!(refreshed.is_ok_and(|v| v.as_str().is_some()), "the console kept polling during the run");
+        drop(browser);
+        drop(runtime);
+    }
     let scrapes = scraper.map(|s| s.join().expect("the scraper")).unwrap_or_default();
     let used = |name: Option<&str>| -> Duration {
         let spent = |cpu: &BTreeMap<String, Duration>| -> Duration {
