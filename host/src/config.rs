@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub plugins: PluginLimits,
     /// `[agent]`: the agent `berth serve` runs in the same process (the settings of `berth agent`).
     pub agent: AgentSettings,
+    /// `[tls]`: serve the API over TLS only.
+    pub tls: crate::api::tls::TlsSettings,
 }
 
 impl Default for ServeConfig {
@@ -53,6 +55,7 @@ impl Default for ServeConfig {
             master: MasterSection::default(),
             plugins: PluginLimits::default(),
             agent: AgentSettings::default(),
+            tls: crate::api::tls::TlsSettings::default(),
         }
     }
 }

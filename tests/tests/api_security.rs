@@ -317,7 +317,8 @@ fn the_consoles_routes_need_the_operator_token_and_say_what_is_wrong() {
     let master = Master::start(&["--simulate-nodes", "1"]);
     let url = |path: &str| format!("{}{path}", master.url);
 
-    let (status, prompt, body) = anonymous("POST", &url("/v1/frameworks/marathon/weight"), r#"{"weight": 2}"#);
+    let (status, prompt, body) =
+        anonymous("POST", &url("/v1/frameworks/marathon/weight"), r#"{"weight": 2}"#);
     assert_eq!(status, 401, "{body}");
     assert_eq!(prompt, None, "no Basic prompt for the console's own requests");
     let (status, _, body) = anonymous("GET", &url("/v1/frameworks/marathon/tasks/x/logs"), "");
@@ -335,7 +336,8 @@ fn the_consoles_routes_need_the_operator_token_and_say_what_is_wrong() {
     let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": "two"}"#);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("not what this call takes") && body.contains("invalid type"), "{body}");
-    let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": 2, "extra": 1}"#);
+    let (status, body) =
+        master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": 2, "extra": 1}"#);
     assert_eq!(status, 422, "an unknown field is refused by name: {body}");
     assert!(body.contains("extra"), "{body}");
     let (status, body) = master.request("POST", "/v1/frameworks/marathon/weight", r#"{"weight": -1}"#);
@@ -346,7 +348,8 @@ fn the_consoles_routes_need_the_operator_token_and_say_what_is_wrong() {
 
     let (status, body) = master.request("POST", "/v1/frameworks/marathon/tasks/nope/kill", "");
     assert_eq!(status, 404, "{body}");
-    let (status, body) = master.request("POST", "/v1/plugins/proportional/versions?kind=allocator", "not wasm");
+    let (status, body) =
+        master.request("POST", "/v1/plugins/proportional/versions?kind=allocator", "not wasm");
     assert!(status == 422, "a body that is not a component: {status} {body}");
     let (status, body) = master.request("POST", "/v1/plugins/proportional/activate", r#"{"version": 7}"#);
     assert_eq!(status, 404, "{body}");

@@ -60,6 +60,8 @@ pub enum Transport {
         endpoint: String,
         /// Sent as `authorization: Bearer <token>`.
         token: Option<String>,
+        /// For an `https://` master: the CA to verify it with, and a client certificate to present.
+        tls: crate::api::tls::ClientTls,
     },
 }
 
@@ -73,9 +75,11 @@ impl Link {
     async fn open(transport: &Transport) -> anyhow::Result<Link> {
         match transport {
             Transport::Local(handle) => Ok(Link::Local(handle.connect_local_agent()?)),
-            Transport::Remote { endpoint, token } => {
+            Transport::Remote { endpoint, token, tls } => {
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                    .with_context(|| format!("invalid master address `{endpoint}`"))?
+                    .with_context(|| format!("invalid master address `{endpoint}`"))?;
+                let channel = tls
+                    .apply(endpoint, channel)?
                     .connect_timeout(Duration::from_secs(5))
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .connect()

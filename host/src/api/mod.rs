@@ -8,6 +8,7 @@ mod console;
 mod grpc;
 pub mod http;
 mod ops;
+pub mod tls;
 
 use std::future::Future;
 
@@ -29,6 +30,7 @@ pub async fn serve(
     auth: Auth,
     default_limits: PluginLimits,
     extra: axum::Router,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let services = grpc::Services { handle: handle.clone(), default_limits };
@@ -48,11 +50,17 @@ pub async fn serve(
         .add_service(pb::node_service_server::NodeServiceServer::new(services.clone()))
         .add_service(pb::task_service_server::TaskServiceServer::new(services.clone()))
         .add_service(pb::agent_service_server::AgentServiceServer::new(services));
-    tonic::transport::Server::builder()
-        .accept_http1(true)
-        .layer(AuthLayer { auth })
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await?;
+    let router =
+        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes);
+    match tls {
+        Some(config) => {
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::incoming(listener, config));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+    }
     Ok(())
 }

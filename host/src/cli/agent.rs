@@ -14,6 +14,15 @@ pub struct Args {
     /// The master's API address.
     #[arg(long, env = "BERTH_MASTER", default_value = "http://127.0.0.1:8080")]
     master: String,
+    /// The CA that issued an `https://` master's certificate (PEM) [default: the system's roots].
+    #[arg(long, env = "BERTH_CA")]
+    ca: Option<PathBuf>,
+    /// A client certificate to present to the master (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The agent token (the master's `<data-dir>/agent-token`).
     #[arg(long, env = "BERTH_AGENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -107,7 +116,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         agent::assemble(&settings, &agent_id, &hostname, Some(credential)).await?;
     tracing::info!(target: "berth.agent", agent = %config.agent_id, master = %args.master, "agent starting");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let transport = Transport::Remote { endpoint: args.master.clone(), token: args.token.clone() };
+    let tls = crate::api::tls::ClientTls {
+        ca: args.ca.clone(),
+        identity: args.tls_cert.clone().zip(args.tls_key.clone()),
+    };
+    let transport = Transport::Remote { endpoint: args.master.clone(), token: args.token.clone(), tls };
     let agent = tokio::spawn(agent::run(config, backend, events, transport, stop_rx));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -51,17 +51,29 @@ struct V2 {
 }
 
 impl V2 {
-    fn new(args: &ClientArgs) -> V2 {
-        let agent = ureq::Agent::config_builder()
+    fn new(args: &ClientArgs) -> anyhow::Result<V2> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
-        V2 {
+            .timeout_global(Some(Duration::from_secs(30)));
+        if let Some(ca) = &args.ca {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("reading certificates from {}", ca.display()))?;
+            let roots = ureq::tls::RootCerts::new_with_certs(&certs);
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        Ok(V2 {
             base: args.master.trim_end_matches('/').to_string(),
             token: super::client::token(args.token.clone()),
-            agent,
-        }
+            agent: config.build().new_agent(),
+        })
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
@@ -132,7 +144,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 fn run_blocking(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
-    let v2 = V2::new(args);
+    let v2 = V2::new(args)?;
     match command {
         Command::Deploy { file, force, timeout, no_wait } => {
             let text = if file.as_os_str() == "-" {

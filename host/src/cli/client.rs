@@ -42,13 +42,16 @@ pub fn token(given: Option<String>) -> Option<String> {
 }
 
 impl Client {
-    /// Connects to the master at `address`.
-    pub async fn connect(address: &str, token_flag: Option<String>) -> anyhow::Result<Client> {
-        let channel = tonic::transport::Endpoint::from_shared(address.to_string())
-            .with_context(|| format!("invalid master address `{address}`"))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the master at {address} (is `berth serve` running?)"))?;
+    /// Connects to the master the flags name, over TLS when its address is `https://`.
+    pub async fn connect(args: &super::ClientArgs) -> anyhow::Result<Client> {
+        let (address, token_flag) = (args.master.as_str(), args.token.clone());
+        let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+            .with_context(|| format!("invalid master address `{address}`"))?;
+        let tls = crate::api::tls::ClientTls { ca: args.ca.clone(), identity: None };
+        let channel =
+            tls.apply(address, endpoint)?.connect().await.with_context(|| {
+                format!("cannot reach the master at {address} (is `berth serve` running?)")
+            })?;
         let token = Token(match token(token_flag) {
             Some(t) => Some(format!("Bearer {t}").parse().context("the token is not a valid header value")?),
             None => None,

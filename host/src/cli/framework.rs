@@ -44,7 +44,7 @@ fn row(f: &pb::Framework) -> Value {
 }
 
 pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.master, args.token.clone()).await?;
+    let mut client = Client::connect(args).await?;
     let c = &mut client.frameworks;
     let one = match command {
         Command::Add { name, plugin, role, weight, config } => {

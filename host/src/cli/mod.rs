@@ -39,6 +39,9 @@ pub struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// The CA that issued an `https://` master's certificate (PEM) [default: the system's roots].
+    #[arg(long, global = true, env = "BERTH_CA")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -53,7 +53,7 @@ fn allowed(n: &pb::Node) -> String {
 }
 
 pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.master, args.token.clone()).await?;
+    let mut client = Client::connect(args).await?;
     match command {
         Command::Ls => {
             let list = client.nodes.list(pb::ListNodesRequest {}).await.map_err(status)?.into_inner();

@@ -111,7 +111,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
         Command::New(new) => return super::new::run(new),
         other => other,
     };
-    let mut client = Client::connect(&args.master, args.token.clone()).await?;
+    let mut client = Client::connect(args).await?;
     let columns: &[output::Column] = &[
         ("NAME", "name"),
         ("KIND", "kind"),
@@ -177,7 +177,7 @@ pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run_allocator(command: AllocatorCommand, args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.master, args.token.clone()).await?;
+    let mut client = Client::connect(args).await?;
     match command {
         AllocatorCommand::Use { name } => {
             let r = client

@@ -38,6 +38,15 @@ pub struct Args {
     /// Require the operator token for reads too.
     #[arg(long)]
     protect_reads: bool,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Accept client certificates issued by this CA (PEM): agents may present one.
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
     /// Host ports the local agent offers [default: 31000-32000].
     #[arg(long)]
     agent_ports: Option<String>,
@@ -65,6 +74,15 @@ impl Args {
             config.master.agent_timeout_ms = ms;
         }
         config.protect_reads |= self.protect_reads;
+        if let Some(cert) = &self.tls_cert {
+            config.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            config.tls.key = Some(key.clone());
+        }
+        if let Some(ca) = &self.tls_client_ca {
+            config.tls.client_ca = Some(ca.clone());
+        }
         if let Some(dir) = &self.artifact_cache {
             config.artifact_cache = Some(dir.clone());
         }
@@ -113,11 +131,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("starting the master")??;
 
+    let tls = config.tls.server_config()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(target: "berth", %address, data_dir = %data_dir.display(), "berth is serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(target: "berth", %address, scheme, data_dir = %data_dir.display(), "berth is serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut agents = tokio::task::JoinSet::new();
@@ -135,6 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         auth,
         config.plugins,
         axum::Router::new(),
+        tls,
         shutdown,
     ));
     wait_for_signal().await;

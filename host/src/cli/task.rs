@@ -103,7 +103,7 @@ fn status_row(s: &pb::TaskStatus) -> Value {
 }
 
 pub async fn run(command: Command, args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.master, args.token.clone()).await?;
+    let mut client = Client::connect(args).await?;
     match command {
         Command::Ls { filter } => {
             let list = client
