@@ -153,7 +153,11 @@ pub fn reason_name(reason: TaskReason) -> &'static str {
 
 /// Now as an ISO 8601 timestamp with milliseconds (as Marathon's events carry it).
 pub fn iso_now() -> String {
-    let ms = unix_ms();
+    iso_ms(unix_ms())
+}
+
+/// `ms` since the Unix epoch as an ISO 8601 timestamp with milliseconds.
+pub fn iso_ms(ms: u64) -> String {
     let days = (ms / 86_400_000) as i64;
     let rest = ms % 86_400_000;
     // Howard Hinnant's days-to-civil.

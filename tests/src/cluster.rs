@@ -114,7 +114,24 @@ impl Master {
         Master::launch_with(args, log_filter, None)
     }
 
+    /// Like [`Master::start`], calling `prepare` with the data directory before the master starts (to
+    /// mount a small filesystem there, say).
+    pub fn start_prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Master {
+        let args: Vec<String> =
+            args.iter().map(|s| s.to_string()).chain(["--agent-ports".to_string(), port_range()]).collect();
+        Master::launch_prepared(args, "info,berth=debug", None, prepare)
+    }
+
     fn launch_with(args: Vec<String>, log_filter: &str, tls: Option<Tls>) -> Master {
+        Master::launch_prepared(args, log_filter, tls, |_| {})
+    }
+
+    fn launch_prepared(
+        args: Vec<String>,
+        log_filter: &str,
+        tls: Option<Tls>,
+        prepare: impl FnOnce(&Path),
+    ) -> Master {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut master = Master {
@@ -128,6 +145,7 @@ impl Master {
             logs: Vec::new(),
             tls,
         };
+        prepare(&master.data_dir);
         master.spawn();
         master
     }

@@ -165,6 +165,14 @@ async fn events(State(state): State<HttpState>, Query(params): Query<Vec<(String
 /// Liveness: the master thread went round its loop within five seconds. It never runs plugin code, so a
 /// slow plugin does not make it fail.
 async fn health(State(state): State<HttpState>) -> Response {
+    if let Some((error, since)) = state.handle.store_failure() {
+        let message = format!(
+            "the store cannot be written since {} ({error}): nothing is acknowledged until it can; the master \
+             retries (is the disk full?)\n",
+            crate::model::iso_ms(since)
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(5), state.handle.health()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the master is not answering\n").into_response(),

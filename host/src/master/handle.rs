@@ -41,6 +41,15 @@ pub struct AgentSender {
 impl AgentSender {
     /// Hands a message from the agent to the master, stamped with when it arrived.
     pub fn send(&self, message: pb::AgentMessage) -> Result<(), ApiError> {
+        use pb::agent_message::Message as M;
+        let queued = self.handle.commands.len();
+        if queued >= MAX_QUEUED_AGENT_MESSAGES_STALLED
+            && matches!(message.message, Some(M::Heartbeat(_) | M::Status(_)))
+            && (queued >= MAX_QUEUED_AGENT_MESSAGES || self.handle.progress.failure().is_some())
+        {
+            tracing::debug!(target: "berth.master", queued, "the master is behind: an agent's heartbeat or status dropped (it is sent again)");
+            return Ok(());
+        }
         self.handle.send(Command::AgentMessage(self.id, message, Instant::now()))
     }
 }
@@ -73,7 +82,18 @@ pub struct MasterHandle {
     next_connection: Arc<AtomicU64>,
     /// Uploads of one plugin must not race for a version number.
     uploads: Arc<tokio::sync::Mutex<()>>,
+    /// The store writer's progress: whether the store can be written.
+    progress: Arc<super::Progress>,
 }
+
+/// Requests waiting for the master thread, at most; more are refused with 503 (the master is behind:
+/// its store cannot be written, say) rather than piling up in memory.
+const MAX_QUEUED_CALLS: usize = 10_000;
+/// Agent messages waiting, at most. Beyond, heartbeats and status updates are dropped (agents send
+/// heartbeats again and retry status updates until acknowledged); registrations, log chunks and
+/// disconnections are kept. Lower while the store cannot be written, when nothing moves anyway.
+const MAX_QUEUED_AGENT_MESSAGES: usize = 1_000_000;
+const MAX_QUEUED_AGENT_MESSAGES_STALLED: usize = 10_000;
 
 fn stopped<T>(_: T) -> ApiError {
     ApiError::Unavailable("the master stopped before answering".into())
@@ -84,13 +104,33 @@ impl MasterHandle {
         self.commands.send(command).map_err(|_| ApiError::Unavailable("the master has stopped".into()))
     }
 
+    /// Sends a request unless too many wait already.
+    fn send_call(&self, command: Command) -> Result<(), ApiError> {
+        let queued = self.commands.len();
+        if queued >= MAX_QUEUED_CALLS {
+            let why = match self.progress.failure() {
+                Some((error, _)) => format!("; its store cannot be written ({error}): see /health"),
+                None => String::new(),
+            };
+            return Err(ApiError::Unavailable(format!(
+                "the master is behind by {queued} requests{why}; try again later"
+            )));
+        }
+        self.send(command)
+    }
+
+    /// Why the store cannot be written, and since when (ms since the epoch), while it cannot.
+    pub fn store_failure(&self) -> Option<(String, u64)> {
+        self.progress.failure()
+    }
+
     /// Runs `f` on the master thread and returns its result once the writes it made are committed.
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Master) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Run(Box::new(move |master| {
+        self.send_call(Command::Run(Box::new(move |master| {
             let result = f(master);
             master.effects.after_commit(Box::new(move || {
                 let _ = tx.send(result);
@@ -113,7 +153,7 @@ impl MasterHandle {
         f: impl FnOnce(&Master) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Run(Box::new(move |master| {
+        self.send_call(Command::Run(Box::new(move |master| {
             let _ = tx.send(f(master));
         })))?;
         rx.await.map_err(stopped)
@@ -365,20 +405,24 @@ pub fn start(
     let (commands, rx) = crossbeam_channel::unbounded();
     let (events, _) = broadcast::channel(16_384);
     let metrics = Arc::new(Metrics::default());
+    let done: Arc<dyn Fn(Done) + Send + Sync> = {
+        let commands = commands.clone();
+        Arc::new(move |done| {
+            let _ = commands.send(Command::Done(Box::new(done)));
+        })
+    };
+    let loaded = store.load().context("reading the store")?;
+    let mut master = Master::new(config, store, registry.clone(), events.clone(), done, metrics.clone())
+        .context("starting the master's threads")?;
     let handle = MasterHandle {
-        commands: commands.clone(),
-        events: events.clone(),
-        registry: registry.clone(),
-        metrics: metrics.clone(),
+        commands,
+        events,
+        registry,
+        metrics,
         next_connection: Arc::new(AtomicU64::new(1)),
         uploads: Arc::default(),
+        progress: master.effects.progress().clone(),
     };
-    let done: Arc<dyn Fn(Done) + Send + Sync> = Arc::new(move |done| {
-        let _ = commands.send(Command::Done(Box::new(done)));
-    });
-    let loaded = store.load().context("reading the store")?;
-    let mut master = Master::new(config, store, registry, events, done, metrics)
-        .context("starting the master's threads")?;
     // Compiling stored plugins is the slow part of a start; it happens here, before the API serves.
     master.restore(loaded);
     master.install_bundled()?;

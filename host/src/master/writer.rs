@@ -49,6 +49,8 @@ pub(crate) struct Writer {
 pub struct Progress {
     handed_over: AtomicU64,
     committed: AtomicU64,
+    /// While commits fail: the last error and when the first failed (ms since the epoch).
+    failure: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 impl Progress {
@@ -69,6 +71,25 @@ impl Progress {
     /// `count` more batches are committed.
     pub(crate) fn add_committed(&self, count: u64) {
         self.committed.fetch_add(count, Ordering::AcqRel);
+    }
+
+    /// Why the store cannot be written, and since when (ms since the epoch), while it cannot.
+    pub fn failure(&self) -> Option<(String, u64)> {
+        self.failure.lock().expect("failure lock").clone()
+    }
+
+    /// A commit failed with `error`; returns whether this began a run of failures.
+    fn failed(&self, error: String) -> bool {
+        let mut failure = self.failure.lock().expect("failure lock");
+        let began = failure.is_none();
+        let since = failure.as_ref().map_or_else(crate::model::unix_ms, |(_, since)| *since);
+        *failure = Some((error, since));
+        began
+    }
+
+    /// A commit succeeded; returns whether it ended a run of failures.
+    fn succeeded(&self) -> bool {
+        self.failure.lock().expect("failure lock").take().is_some()
     }
 
     /// Batches handed over and not yet committed.
@@ -100,7 +121,7 @@ impl Writer {
                         tracing::debug_span!("berth.store.commit", batches = count, writes = batch.len())
                             .entered();
                     let started = std::time::Instant::now();
-                    commit(&store, &batch);
+                    commit(&store, &batch, &committed);
                     metrics.store_commit(started.elapsed());
                 }
                 committed.add_committed(count);
@@ -145,13 +166,32 @@ impl Drop for Writer {
 }
 
 /// Commits `batch`, retrying with backoff for as long as the disk refuses: nothing after it may be
-/// acknowledged before it is durable.
-fn commit(store: &Store, batch: &Batch) {
+/// acknowledged before it is durable. Meanwhile `/health` says why (through `progress`), the master's
+/// queues stop taking work (`handle.rs`), and the database is reopened before each retry, since redb
+/// refuses everything after a failed write until it is.
+fn commit(store: &Store, batch: &Batch, progress: &Progress) {
     let mut delay = Duration::from_millis(100);
-    while let Err(e) = store.commit(batch) {
-        tracing::error!(target: "berth.master", error = %e, writes = batch.len(),
-            "cannot persist state; retrying before acknowledging anything");
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(5));
+    loop {
+        match store.commit(batch) {
+            Ok(()) => {
+                if progress.succeeded() {
+                    tracing::warn!(target: "berth.master", "the store is writable again; acknowledging what waited");
+                }
+                return;
+            }
+            Err(e) => {
+                if progress.failed(e.to_string()) {
+                    tracing::error!(target: "berth.master", error = %e, writes = batch.len(),
+                        "cannot persist state: nothing is acknowledged until it can (is the disk full?); retrying");
+                } else {
+                    tracing::warn!(target: "berth.master", error = %e, "the store still cannot be written; retrying");
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+                if let Err(e) = store.reopen() {
+                    tracing::warn!(target: "berth.master", error = %e, "reopening the store failed; retrying");
+                }
+            }
+        }
     }
 }

@@ -48,6 +48,9 @@ pub enum StoreError {
         /// The error.
         source: io::Error,
     },
+    /// The database is being opened again after a failed write.
+    #[error("the database is closed while it is opened again after a failed write")]
+    Closed,
     /// A record could not be decoded (written by an incompatible version, or corrupted).
     #[error("record {key}: {source}")]
     Decode {
@@ -262,7 +265,8 @@ const CACHE_BYTES: usize = 16 << 20;
 
 /// The open store.
 pub struct Store {
-    db: Database,
+    /// `None` while it is being opened again after a failed write (see [`Store::reopen`]).
+    db: std::sync::RwLock<Option<Database>>,
     components: Dir,
     path: PathBuf,
 }
@@ -301,7 +305,27 @@ impl Store {
         txn.open_table(AGENTS)?;
         txn.open_table(ARTIFACTS)?;
         txn.commit()?;
-        Ok(Store { db, components, path })
+        Ok(Store { db: std::sync::RwLock::new(Some(db)), components, path })
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let guard = self.db.read().expect("store lock");
+        Ok(guard.as_ref().ok_or(StoreError::Closed)?.begin_write()?)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        let guard = self.db.read().expect("store lock");
+        Ok(guard.as_ref().ok_or(StoreError::Closed)?.begin_read()?)
+    }
+
+    /// Closes the database and opens it again. After a write fails (a full disk, say), redb refuses every
+    /// later operation until it is reopened, which checks the file and repairs what the failed commit left;
+    /// committed data is untouched. Until this succeeds, every operation fails with [`StoreError::Closed`].
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut guard = self.db.write().expect("store lock");
+        drop(guard.take());
+        *guard = Some(redb::Builder::new().set_cache_size(CACHE_BYTES).create(&self.path)?);
+        Ok(())
     }
 
     /// Stores a plugin component under its sha256 (a no-op when already there).
@@ -330,7 +354,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let mut plugins = txn.open_table(PLUGINS)?;
@@ -391,7 +415,7 @@ impl Store {
 
     /// One value of a framework's data, as committed.
     pub fn kv_get(&self, framework: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let value = txn.open_table(KV)?.get((framework, key))?.map(|v| v.value().to_vec());
         Ok(value)
     }
@@ -405,7 +429,7 @@ impl Store {
             serde_json::from_slice(bytes)
                 .map_err(|source| StoreError::Decode { key: key.to_string(), source })
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let mut loaded = Loaded::default();
         for entry in txn.open_table(META)?.iter()? {
             let (k, v) = entry?;
@@ -458,7 +482,7 @@ impl Store {
 impl crate::runtime::ArtifactLedger for Store {
     fn digest(&self, name: &str) -> io::Result<Option<String>> {
         let read = || -> Result<Option<String>, StoreError> {
-            let txn = self.db.begin_read()?;
+            let txn = self.begin_read()?;
             Ok(txn.open_table(ARTIFACTS)?.get(name)?.map(|v| v.value().to_string()))
         };
         read().map_err(io::Error::other)
@@ -466,7 +490,7 @@ impl crate::runtime::ArtifactLedger for Store {
 
     fn record(&self, name: &str, sha256: &str) -> io::Result<()> {
         let write = || -> Result<(), StoreError> {
-            let txn = self.db.begin_write()?;
+            let txn = self.begin_write()?;
             txn.open_table(ARTIFACTS)?.insert(name, sha256)?;
             txn.commit()?;
             Ok(())
