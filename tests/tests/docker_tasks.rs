@@ -310,3 +310,52 @@ fn a_containers_cpu_and_memory_use_is_sampled_and_listed_next_to_its_limits() {
     assert!(row["usage"].as_str().unwrap().starts_with("cpu 0."), "{row}");
     assert!(row["usage"].as_str().unwrap().ends_with("/64 MiB"), "{row}");
 }
+
+/// `berth task logs --follow` streams a running container's output as it is written, until stopped.
+#[test]
+fn task_logs_follow_streams_new_output_as_the_container_writes_it() {
+    use std::io::BufRead as _;
+    let master = master();
+    submit(
+        &master,
+        json!({"id": "ticker", "image": docker::busybox(), "command": "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"}),
+    );
+    wait_state(&master, "ticker", "running", Duration::from_secs(60));
+    let mut follow = std::process::Command::new(berth_tests::cluster::berth_bin())
+        .args(["task", "logs", "ticker", "--follow"])
+        .env("BERTH_MASTER", &master.url)
+        .env("BERTH_TOKEN", master.token())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let at = Instant::now();
+            if tx.send((line, at)).is_err() {
+                return;
+            }
+        }
+    });
+    // Lines keep arriving, in order, spread over time rather than in one burst at the end.
+    let mut seen: Vec<(u64, Instant)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 15 && Instant::now() < deadline {
+        if let Ok((line, at)) = rx.recv_timeout(Duration::from_secs(5)) {
+            let n = line
+                .strip_prefix("tick ")
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            seen.push((n, at));
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.len() >= 15, "followed output arrived: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1), "in order, none missing: {seen:?}");
+    let spread = seen.last().unwrap().1 - seen[seen.len() - 6].1;
+    assert!(spread >= Duration::from_millis(500), "the last lines came as they were written: {spread:?}");
+}

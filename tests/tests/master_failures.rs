@@ -2,7 +2,7 @@
 //! tasks running, and with tasks launched that no agent has answered for yet); and a node drained.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_tests::cluster::{Agent, Master, eventually};
 use berth_tests::guests;
@@ -386,4 +386,38 @@ fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_run
     let unique: BTreeSet<&str> = running.iter().map(|t| t["task"].as_str().unwrap()).collect();
     assert_eq!(unique.len(), expected);
     assert_eq!(agents_running_tasks(&master), expected as u64, "the agents run each task once");
+}
+
+/// A task that ended stays listed for `task_retention_s` (its logs and status readable), then is forgotten.
+#[test]
+fn an_ended_task_is_listed_for_its_retention_period_and_then_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, "[master]\ntask_retention_s = 3\n").unwrap();
+    let master = Master::start(&["--simulate-nodes", "1", "--config", config.to_str().unwrap()]);
+    let app = serde_json::json!({"id": "brief", "instances": 1, "cpus": 0.1, "mem": 16, "cmd": "true",
+        "container": {"type": "DOCKER", "docker": {"image": "brief:1"}},
+        "labels": {"berth.simulate.exit-after-ms": "200"}});
+    let (status, body) = master.request("POST", "/v2/apps", &app.to_string());
+    assert_eq!(status, 201, "{body}");
+    let finished = || -> Vec<String> {
+        master
+            .get("/v1/tasks?framework=marathon&state=finished")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (first, seen_at) = eventually("a finished task", Duration::from_secs(30), || {
+        finished().first().cloned().map(|id| (id, Instant::now()))
+    });
+    // Still listed well inside its 3 s retention…
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(seen_at.elapsed()));
+    assert!(finished().contains(&first), "{first} is listed during its retention");
+    // …and forgotten once it has passed (the sweep runs with the offer cycles, every second).
+    eventually("the finished task to be forgotten", Duration::from_secs(15), || {
+        (!finished().contains(&first)).then_some(())
+    });
+    assert!(seen_at.elapsed() >= Duration::from_secs(2), "not forgotten before its retention ran out");
 }
