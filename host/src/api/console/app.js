@@ -393,7 +393,12 @@ pages.app = (id) => {
   let first = true;
   return async () => {
     const [{ app }, usage, deployments] = await Promise.all([
-      api('GET', path + '?embed=app.tasks&embed=app.lastTaskFailure'),
+      api('GET', path + '?embed=app.tasks&embed=app.lastTaskFailure').catch((e) => {
+        if (e.status !== 404) throw e;
+        replace('page', h('h1', {}, h('a', { href: '#/apps' }, 'Apps'), ' / ', id), h('p', {}, `There is no app /${id} (any more).`));
+        current = null; // this page is done: refresh() stays quiet about the error below
+        throw e;
+      }),
       api('GET', '/v1/tasks?framework=marathon&state=running'),
       api('GET', '/v2/deployments?embed=lastFailure'),
     ]);
