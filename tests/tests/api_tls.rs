@@ -194,16 +194,13 @@ fn a_master_that_requires_client_certificates_lets_in_only_agents_that_present_o
     eventually("the agent with a certificate to register", Duration::from_secs(30), || {
         with_cert.logs().contains("registered").then_some(())
     });
-    // With TLS 1.3 the client learns of the refusal on its first request, not in the handshake.
-    eventually("the agent without one to be refused", Duration::from_secs(30), || {
-        let logs = without.logs();
-        (logs.contains("connecting to the master") || logs.contains("the master refused the agent"))
-            .then_some(())
-    });
-    assert!(
-        without.logs().contains("CertificateRequired"),
-        "the refusal names the certificate: {}",
-        without.logs()
+    // With TLS 1.3 the client learns of the refusal with its first request, not in the handshake; the
+    // request may also race the server's alert and see only a closed connection. Either way the agent keeps
+    // retrying, and an attempt names the missing certificate.
+    eventually(
+        "the agent without one to be refused for its missing certificate",
+        Duration::from_secs(30),
+        || without.logs().contains("CertificateRequired").then_some(()),
     );
     assert!(!without.logs().contains("registered"), "{}", without.logs());
 }
