@@ -352,6 +352,20 @@ impl Master {
         self.json(&["task", "ls", "--framework", framework]).as_array().unwrap().clone()
     }
 
+    /// The number of the latest allocation cycle (0 before the first).
+    pub fn cycle_number(&self) -> u64 {
+        let cycles = self.get("/v1/cycles");
+        cycles.as_array().and_then(|c| c.last()).and_then(|c| c["number"].as_u64()).unwrap_or(0)
+    }
+
+    /// Waits until `n` more allocation cycles have run: time for whatever should not happen to show.
+    pub fn wait_cycles(&self, n: u64) {
+        let from = self.cycle_number();
+        eventually(&format!("{n} more allocation cycles"), Duration::from_secs(60), || {
+            (self.cycle_number() >= from + n).then_some(())
+        });
+    }
+
     /// Loads a plugin from a file (`berth plugin load`).
     pub fn load_plugin(&self, kind: &str, name: &str, path: &str) {
         self.ok(&["plugin", "load", "--kind", kind, name, path]);

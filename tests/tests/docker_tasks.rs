@@ -154,6 +154,30 @@ fn an_http_workload_is_reachable_on_its_offered_port_and_its_health_check_follow
     assert_eq!(record["reason"], "healthchanged");
 }
 
+/// A command health check runs inside the task's container: healthy while it exits 0, unhealthy once it
+/// does not.
+#[test]
+fn a_command_health_check_runs_in_the_container_and_follows_its_exit_code() {
+    let master = master();
+    let health =
+        json!({"kind": "command", "command": ["test", "-e", "/ok"], "interval_ms": 300, "timeout_ms": 2000});
+    submit(
+        &master,
+        json!({"id": "checked", "image": docker::busybox(), "command": "touch /ok && sleep 3600", "health": [health]}),
+    );
+    eventually("the task to turn healthy", Duration::from_secs(60), || {
+        (records(&master).remove("checked")?["healthy"] == true).then_some(())
+    });
+    let agent = master.local_agent_id().unwrap();
+    let out = docker::docker(&["exec", &container_of(&agent, "checked"), "rm", "/ok"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record = eventually("the task to turn unhealthy", Duration::from_secs(30), || {
+        let record = records(&master).remove("checked")?;
+        (record["healthy"] == false).then_some(record)
+    });
+    assert_eq!(record["history"].as_array().unwrap().last().unwrap(), "running", "{record}");
+}
+
 #[test]
 fn a_task_killed_by_failing_health_checks_ends_with_that_reason() {
     let master = master();
@@ -276,6 +300,54 @@ fn a_restarted_agent_adopts_its_containers_and_removes_strays() {
     eventually("the agent to report two running tasks", Duration::from_secs(10), || {
         (master.get("/v1/nodes")[0]["agent_running_tasks"] == 2).then_some(())
     });
+}
+
+/// `berth serve` killed with SIGKILL while its local agent runs containers: on restart the agent adopts the
+/// container that still runs (the same container, no second one), and the one that exited while the
+/// master was down is reported to the framework exactly once, with its exit code.
+#[test]
+fn a_serve_killed_with_sigkill_adopts_its_containers_and_reports_an_exit_while_down_once() {
+    let mut master = master();
+    submit(&master, json!({"id": "steady", "image": docker::busybox(), "command": "sleep 3600"}));
+    // Exits with 3 once the test creates /go inside it: while the master is down.
+    let waits = "while [ ! -e /go ]; do sleep 0.1; done; exit 3";
+    submit(&master, json!({"id": "waits", "image": docker::busybox(), "command": waits}));
+    wait_state(&master, "steady", "running", Duration::from_secs(60));
+    wait_state(&master, "waits", "running", Duration::from_secs(60));
+    let agent = master.local_agent_id().unwrap();
+    let steady = container_of(&agent, "steady");
+    let waits_container = container_of(&agent, "waits");
+
+    master.kill9();
+    let out = docker::docker(&["exec", &waits_container, "touch", "/go"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the container to exit while the master is down", Duration::from_secs(30), || {
+        (docker::inspect(&waits_container)["State"]["Running"] == false).then_some(())
+    });
+    assert_eq!(docker::inspect(&steady)["State"]["Running"], true, "SIGKILL of berth leaves containers be");
+
+    master.restart();
+    let ended = wait_state(&master, "waits", "failed", Duration::from_secs(60));
+    assert_eq!(ended["exit_code"], 3, "{ended}");
+    assert_eq!(container_of(&agent, "steady"), steady, "the running container is adopted, not replaced");
+    assert_eq!(docker::inspect(&steady)["State"]["Running"], true);
+    eventually("the agent to report its one running task", Duration::from_secs(30), || {
+        (master.get("/v1/nodes")[0]["agent_running_tasks"] == 1).then_some(())
+    });
+    // Let several status rounds pass (the agent re-sends what the master has not acknowledged): the
+    // framework has still seen each state once.
+    master.wait_cycles(3);
+    let records = records(&master);
+    for (id, last) in [("steady", "running"), ("waits", "failed")] {
+        let history: Vec<&str> =
+            records[id]["history"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        assert_eq!(history.last(), Some(&last), "{id}: {history:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        assert!(history.iter().all(|s| seen.insert(*s)), "{id}: a state reported twice: {history:?}");
+    }
+    assert_eq!(docker::containers(&[&format!("berth.agent={agent}"), "berth.task=steady"]).len(), 1);
+    let tasks = master.tasks("l");
+    assert_eq!(tasks.len(), 2, "no task was launched again: {tasks:?}");
 }
 
 /// The agent samples a running container's use from the engine (every 5 s) and the master lists it next

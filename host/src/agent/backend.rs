@@ -29,7 +29,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Stops a task: SIGTERM, then SIGKILL after `grace`. Ends with a `killed` status carrying `reason`.
     fn kill(&self, framework: &str, task_id: &str, grace: Duration, reason: pb::TaskReason);
 
-    /// The tasks the backend runs now (non-terminal), for (re-)registration.
+    /// The tasks the backend runs now (non-terminal), and how those that ended while the agent was away
+    /// ended, for (re-)registration.
     fn tasks(&self) -> BoxFuture<'_, Vec<pb::TaskStatus>>;
 
     /// How many tasks run now, for heartbeats.

@@ -158,7 +158,11 @@ impl Master {
                 t.node == node && !is_terminal(t.status.state) && t.kill_requested.is_none()
             });
             if !wanted {
-                self.kill_orphan(node, &report.framework, &report.task_id);
+                // A task that ended while the agent was away, as the master already knows it ended (or
+                // has forgotten it): nothing runs, nothing to do.
+                if !is_terminal(convert::state_from(report.state())) {
+                    self.kill_orphan(node, &report.framework, &report.task_id);
+                }
                 continue;
             }
             let key = key.expect("wanted implies known");

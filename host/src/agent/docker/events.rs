@@ -281,7 +281,9 @@ impl Inner {
                         self.docker.inspect_container(&container, None).await.ok().and_then(|c| c.state);
                     let code = state.as_ref().and_then(|s| s.exit_code).map(|c| c as i32);
                     let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
-                    self.emit(self.terminal_status(framework, &spec, None, oom, code, None));
+                    let status = self.terminal_status(framework, &spec, None, oom, code, None);
+                    self.ended_while_away.lock().expect("ended lock").push(status.clone());
+                    self.emit(status);
                 }
                 _ => self.remove(&container).await,
             }

@@ -67,6 +67,10 @@ struct Inner {
     options: DockerOptions,
     events: StatusSender,
     tasks: Mutex<HashMap<Key, Tracked>>,
+    /// How the tasks whose containers ended while the agent was away ended: reported with every
+    /// registration (besides being sent as updates), so the master learns the real end (an exit code,
+    /// say) in the same step that reconciles the node, instead of finding the task missing and lost.
+    ended_while_away: Mutex<Vec<pb::TaskStatus>>,
     /// The newest round of usage samples, not yet sent.
     usage: Mutex<Vec<pb::TaskUsage>>,
 }
@@ -123,6 +127,7 @@ impl DockerBackend {
             options,
             events,
             tasks: Mutex::new(HashMap::new()),
+            ended_while_away: Mutex::default(),
             usage: Mutex::default(),
         });
         // Follow events before adopting, so nothing that happens in between is missed.
@@ -325,7 +330,7 @@ impl Backend for DockerBackend {
     }
 
     fn tasks(&self) -> BoxFuture<'_, Vec<pb::TaskStatus>> {
-        let tasks: Vec<pb::TaskStatus> = self
+        let mut tasks: Vec<pb::TaskStatus> = self
             .inner
             .lock()
             .iter()
@@ -336,6 +341,7 @@ impl Backend for DockerBackend {
                 status
             })
             .collect();
+        tasks.extend(self.inner.ended_while_away.lock().expect("ended lock").iter().cloned());
         Box::pin(async move { tasks })
     }
 
