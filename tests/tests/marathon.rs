@@ -111,6 +111,51 @@ fn the_developers_md_app_runs_on_docker_after_a_post_to_v2_apps() {
     });
 }
 
+/// A Docker network the test made, removed when it ends (after the master, which removes its containers).
+struct UserNetwork(String);
+
+impl UserNetwork {
+    fn create() -> UserNetwork {
+        let name = format!("berth-test-{}-{}", std::process::id(), berth_tests::cluster::free_port());
+        let out = docker::docker(&["network", "create", &name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        UserNetwork(name)
+    }
+}
+
+impl Drop for UserNetwork {
+    fn drop(&mut self) {
+        let _ = docker::docker(&["network", "rm", &self.0]);
+    }
+}
+
+/// An app on a user-defined network (Marathon's `container` mode with a name) runs attached to that
+/// network, and its HTTP health check reaches it there.
+#[test]
+fn an_app_on_a_user_network_runs_attached_to_it_and_is_health_checked_there() {
+    let network = UserNetwork::create();
+    let master = master();
+    let definition = json!({
+        "id": "/usernet", "instances": 1, "cpus": 0.05, "mem": 16,
+        "cmd": "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www",
+        "networks": [{"mode": "container", "name": network.0}],
+        "container": {"docker": {"image": docker::busybox()}, "portMappings": [{"containerPort": 80}]},
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 30,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}],
+    });
+    let (status, body) = master.request("POST", "/v2/apps", &definition.to_string());
+    assert_eq!(status, 201, "{body}");
+    eventually("the task to turn healthy", Duration::from_secs(60), || {
+        (app(&master, "usernet")["tasksHealthy"] == 1).then_some(())
+    });
+    let agent = master.local_agent_id().unwrap();
+    let containers = docker::containers(&[&format!("berth.agent={agent}"), "berth.framework=marathon"]);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let networks = docker::inspect(&containers[0])["NetworkSettings"]["Networks"].clone();
+    let attached: Vec<&String> = networks.as_object().unwrap().keys().collect();
+    assert_eq!(attached, [&network.0], "attached to the user network only");
+}
+
 #[test]
 fn the_marathon_python_client_works_unchanged() {
     let master = master();
@@ -172,25 +217,33 @@ fn a_rolling_update_never_drops_below_the_minimum_healthy_capacity() {
             && a["tasks"].as_array()?.iter().all(|t| t["version"] == version.as_str());
         done.then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The stream may trail the API by a moment: wait until it shows the four old tasks killed.
+    eventually("the watch to show the old tasks killed", Duration::from_secs(10), || {
+        (watch.updates().iter().filter(|u| u["state"] == "killed").count() >= 4).then_some(())
+    });
 
-    // Replay the stream: after every update, how many tasks are running and healthy?
+    // Replay the stream: after every update, how many tasks are running and healthy, and how many are
+    // alive at all (launched and not yet ended, killing included)?
     let mut tasks: std::collections::BTreeMap<String, (String, bool)> = Default::default();
-    let (mut lowest, mut ended, mut replayed) = (usize::MAX, 0, 0);
+    let (mut lowest, mut highest, mut ended, mut replayed) = (usize::MAX, 0, 0, 0);
     for update in watch.updates() {
         let id = update["task"].as_str().unwrap().to_string();
         let state = update["state"].as_str().unwrap().to_string();
         ended += usize::from(state == "killed");
         tasks.insert(id, (state, update["healthy"] == true));
         let healthy = tasks.values().filter(|(s, h)| s == "running" && *h).count();
+        let over = ["killed", "failed", "finished", "lost", "error"];
+        let alive = tasks.values().filter(|(s, _)| !over.contains(&s.as_str())).count();
         replayed += 1;
         if replayed > 4 {
             lowest = lowest.min(healthy);
         }
+        highest = highest.max(alive);
     }
     assert_eq!(ended, 4, "the 4 old tasks were replaced");
     assert!(tasks.len() >= 8, "4 new tasks appeared: {tasks:?}");
     assert!(lowest >= 2, "healthy tasks fell to {lowest} during the deployment");
+    assert_eq!(highest, 4, "maximumOverCapacity 0: never more than 4 tasks alive at once");
 }
 
 #[test]

@@ -67,14 +67,17 @@ impl Marathon {
     pub fn plan(&self, app_id: &str) -> Plan {
         let Some(a) = self.state.apps.get(app_id) else { return Plan::default() };
         let n = a.app.instances as usize;
-        let (active, new) = match self.state.counts(app_id) {
-            Some(c) => (c.active() as usize, c.version(&a.config_version).active as usize),
-            None => (0, 0),
+        let (active, new, all_new) = match self.state.counts(app_id) {
+            Some(c) => {
+                let at_version = c.version(&a.config_version);
+                (c.active() as usize, at_version.active as usize, c.tasks == at_version.tasks)
+            }
+            None => (0, 0, true),
         };
         let mut plan = Plan::default();
         let launch = if a.deleting && active == 0 {
             0
-        } else if !a.deleting && active == new && new <= n {
+        } else if !a.deleting && all_new && active == new && new <= n {
             (n - new) as u32
         } else {
             match self.plan_from_tasks(app_id, a, &mut plan) {
@@ -101,7 +104,9 @@ impl Marathon {
         let n = a.app.instances as usize;
         let (old, new): (Vec<&Task>, Vec<&Task>) =
             active.iter().partition(|t| *t.version != *a.config_version);
-        let launch = if old.is_empty() {
+        // Old tasks all on their way out is still a rolling replacement: they count toward its capacity.
+        let old_killing = self.state.app_tasks(app_id).any(|t| t.killing && *t.version != *a.config_version);
+        let launch = if old.is_empty() && !old_killing {
             if new.len() > n {
                 plan.kill = choose_kills(new, active.len() - n, a.app.kill_selection);
                 0
@@ -118,7 +123,6 @@ impl Marathon {
                 max_capacity = n + 1;
             }
             let mut healthy_left = active.iter().filter(|t| t.healthy()).count();
-            let mut remaining = active.len();
             let mut old_sorted = old.clone();
             // Ties break on the id: tasks come in no particular order.
             old_sorted.sort_by(|a, b| {
@@ -129,17 +133,18 @@ impl Marathon {
             for t in old_sorted {
                 if !t.healthy() {
                     plan.kill.push(t.id.to_string());
-                    remaining -= 1;
                 } else if healthy_left > min_healthy {
                     plan.kill.push(t.id.to_string());
                     healthy_left -= 1;
-                    remaining -= 1;
                 }
             }
             if new.len() > n {
                 plan.kill.extend(choose_kills(new.clone(), new.len() - n, a.app.kill_selection));
             }
-            n.saturating_sub(new.len()).min(max_capacity.saturating_sub(remaining))
+            // A task being killed runs, and holds its resources, until its end is confirmed: it counts
+            // toward maximumOverCapacity (as in Marathon), and so do the ones this plan kills.
+            let killing = self.state.app_tasks(app_id).filter(|t| t.killing).count();
+            n.saturating_sub(new.len()).min(max_capacity.saturating_sub(active.len() + killing))
         };
         Some(launch as u32)
     }
@@ -178,17 +183,31 @@ mod tests {
         }
         let plan = m.plan("/web");
         assert_eq!(plan.kill.len(), 2, "kill down to 2 healthy: {plan:?}");
-        assert_eq!(plan.launch, 2, "and start 2 new ones, staying within 4 tasks");
+        assert_eq!(plan.launch, 0, "no new task while the 4 old ones still run");
         for id in &plan.kill {
             m.state.update_task(id, |t| t.killing = true).unwrap();
         }
         let plan = m.plan("/web");
-        assert_eq!((plan.launch, plan.kill.len()), (2, 0), "the same plan until the new tasks exist");
+        assert_eq!((plan.launch, plan.kill.len()), (0, 0), "a task being killed still counts: {plan:?}");
+        let killed =
+            m.state.app_tasks("/web").filter(|t| t.killing).map(|t| t.id.to_string()).collect::<Vec<_>>();
+        for id in killed {
+            m.state.remove_task(&id);
+        }
+        let plan = m.plan("/web");
+        assert_eq!((plan.launch, plan.kill.len()), (2, 0), "two killed: two new ones in their place");
         task(&mut m, "new0", "v2", false);
         task(&mut m, "new1", "v2", true);
         let plan = m.plan("/web");
         assert_eq!(plan.kill.len(), 1, "one new task healthy: one more old one may go: {plan:?}");
-        assert_eq!(plan.launch, 1, "and one more new one in its place");
+        assert_eq!(plan.launch, 0, "its replacement once it is gone");
+        m.state.update_task("new0", |t| t.healthy = Some(true)).unwrap();
+        for id in m.plan("/web").kill {
+            m.state.update_task(&id, |t| t.killing = true).unwrap();
+        }
+        // Every old task is being killed, none gone yet: still no room for a fifth task.
+        assert_eq!(m.state.app_tasks("/web").filter(|t| t.killing).count(), 2);
+        assert_eq!(m.plan("/web").launch, 0, "{:?}", m.plan("/web"));
     }
 
     #[test]
