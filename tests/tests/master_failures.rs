@@ -157,10 +157,7 @@ fn a_master_killed_with_sigkill_comes_back_with_everything_and_no_task_runs_twic
     let after: BTreeSet<String> =
         tasks_in(&master, "svc", "running").iter().map(|t| t["task"].as_str().unwrap().to_string()).collect();
     assert_eq!(after, before);
-    let cycles_now = master.get("/v1/cycles").as_array().unwrap().len();
-    eventually("a few cycles after the restart", Duration::from_secs(30), || {
-        (master.get("/v1/cycles").as_array().unwrap().len() >= cycles_now + 3).then_some(())
-    });
+    master.wait_cycles(3);
     let all: Vec<Value> = master.tasks("svc");
     assert_eq!(all.len(), 4, "no task was launched again: {all:?}");
     let agent_running = agents_running_tasks(&master);
@@ -375,11 +372,7 @@ fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_run
         ids.len(),
         master.logs()
     );
-    let cycles_now = master.get("/v1/cycles").as_array().unwrap().last().unwrap()["number"].as_u64().unwrap();
-    eventually("a few cycles more", Duration::from_secs(30), || {
-        let last = master.get("/v1/cycles").as_array().unwrap().last().unwrap()["number"].as_u64().unwrap();
-        (last >= cycles_now + 3).then_some(())
-    });
+    master.wait_cycles(3);
     let tasks = master.tasks("marathon");
     let running: Vec<&Value> = tasks.iter().filter(|t| t["state"] == "running").collect();
     assert_eq!(running.len(), expected, "no task launched twice");

@@ -35,9 +35,9 @@ fn an_invalid_launch_is_refused_with_a_reason_and_nothing_is_launched() {
     assert_eq!(ghost["reason"], "InvalidLaunch");
     assert!(ghost["message"].as_str().unwrap().contains("is unknown, expired, or already used"), "{ghost}");
 
-    // Nothing was launched anywhere.
+    // Nothing was launched anywhere, even some allocation cycles later.
     assert!(master.tasks("greedy").is_empty() && master.tasks("ghost").is_empty());
-    std::thread::sleep(Duration::from_secs(2));
+    master.wait_cycles(3);
     let node = &master.get("/v1/nodes")[0];
     assert_eq!(node["agent_running_tasks"], 0, "{node}");
     assert_eq!(node["active_tasks"], 0, "{node}");
@@ -74,7 +74,9 @@ fn mutating_calls_need_the_operator_token_and_reads_say_what_they_need() {
         "not-the-agent-token",
         &["--simulate"],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    eventually("the stranger to be refused", Duration::from_secs(30), || {
+        stranger.logs().contains("the agent token").then_some(())
+    });
     let nodes = master.get("/v1/nodes");
     assert!(nodes.as_array().unwrap().iter().all(|n| n["hostname"] != "stranger"), "{nodes}");
     assert!(stranger.logs().contains("the agent token"), "{}", stranger.logs());

@@ -1,6 +1,7 @@
 //! The sandbox as a running master shows it: whatever a plugin does within its deadline (here: sleeping, in
 //! Rust, Python and C), the master keeps answering its API and hearing its agents; a hot swap to a version
-//! that keeps failing is rolled back by itself; a plugin that floods the log is rate-limited.
+//! that keeps failing is rolled back by itself; a plugin that floods the log is rate-limited; a framework
+//! that traps in `status` gets the update again, with its writes undone, after a growing backoff.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -173,4 +174,63 @@ fn a_plugin_that_floods_the_log_is_rate_limited() {
     assert!(lines <= 200 * (seconds + 1), "{lines} lines in about {seconds} s");
     assert!(lines >= 100, "the first lines of each second are kept: {lines}");
     assert!(logs.contains("plugin log lines were dropped: over the rate limit"), "the drop is reported");
+}
+
+/// Reads the `backoff=` of each "framework plugin call failed" event of a master's log, in order (the
+/// event's error, a wasm backtrace, spans lines).
+fn backoffs(log: &str) -> Vec<Duration> {
+    log.split("framework plugin call failed")
+        .skip(1)
+        .filter_map(|event| {
+            let value = event.split_whitespace().find_map(|w| w.strip_prefix("backoff="))?;
+            let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
+            let number: f64 = number.parse().ok()?;
+            let seconds = match unit {
+                "ms" => number / 1e3,
+                "s" => number,
+                _ => return None,
+            };
+            Some(Duration::from_secs_f64(seconds))
+        })
+        .collect()
+}
+
+/// A framework plugin that traps in `status`: what it wrote to its store in that call is undone, its
+/// calls back off longer after each failure, and the update is delivered again (once it stops trapping,
+/// it has seen the update exactly once, and the task runs once).
+#[test]
+fn a_framework_trapping_in_status_gets_its_updates_again_its_writes_undone_and_a_growing_backoff() {
+    let master = Master::start(&["--simulate-nodes", "1"]);
+    master.load_plugin("framework", "launcher", guests::LAUNCHER);
+    master.ok(&["framework", "add", "l", "--plugin", "launcher"]);
+    let task =
+        serde_json::json!({"id": "t", "image": "busybox", "command": "sleep 3600", "trap_on": "running"});
+    let (status, body) = master.request("POST", "/frameworks/l/tasks", &task.to_string());
+    assert_eq!(status, 201, "{body}");
+
+    let backoffs = eventually("four failed status calls", Duration::from_secs(60), || {
+        let backoffs = backoffs(&master.logs());
+        (backoffs.len() >= 4).then_some(backoffs)
+    });
+    assert!(backoffs.windows(2).take(3).all(|w| w[1] > w[0]), "each failure backs off longer: {backoffs:?}");
+    // The framework's API is a different kind of call: it answers between the failed ones (perhaps after
+    // a backoff), from the state as it was before the trapping call.
+    let history = |master: &Master| -> Option<Vec<String>> {
+        let (status, body) = master.request("GET", "/frameworks/l/tasks", "");
+        let tasks: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+        Some(tasks["t"]["history"].as_array()?.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+    };
+    let before = eventually("the framework to answer", Duration::from_secs(30), || history(&master));
+    assert!(!before.contains(&"running".to_string()), "the trapping call's write is undone: {before:?}");
+
+    eventually("the framework to take /untrap", Duration::from_secs(30), || {
+        (master.request("POST", "/frameworks/l/untrap?t", "").0 == 200).then_some(())
+    });
+    let after = eventually("the running update to be delivered again", Duration::from_secs(30), || {
+        history(&master).filter(|h| h.last().map(String::as_str) == Some("running"))
+    });
+    assert_eq!(after.iter().filter(|s| *s == "running").count(), 1, "seen once: {after:?}");
+    let tasks = master.tasks("l");
+    assert_eq!(tasks.len(), 1, "launched once: {tasks:?}");
+    assert_eq!(tasks[0]["state"], "running", "{tasks:?}");
 }

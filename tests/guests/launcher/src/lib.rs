@@ -4,6 +4,8 @@
 //! - `POST /tasks` with a task template (see [`Template`]): queued, launched on the first offer it fits.
 //! - `GET /tasks`: every task's state history and last status.
 //! - `POST /kill?<id>` and `POST /kill?<id>&<grace-ms>`: kill a task.
+//! - A template with `"trap_on": "<state>"`: `status` records the task's updates, saves them, and then
+//!   panics (a trap) while an update of that task in that state is among them, until `POST /untrap?<id>`.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +45,8 @@ struct Template {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     force_pull: bool,
+    #[serde(default)]
+    trap_on: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -95,6 +99,8 @@ struct Record {
 struct Launcher {
     queue: Vec<Template>,
     tasks: BTreeMap<String, Record>,
+    /// Task id → the state whose update makes `status` trap.
+    traps: BTreeMap<String, String>,
 }
 
 fn plain(debug: String) -> String {
@@ -104,6 +110,7 @@ fn plain(debug: String) -> String {
 fn save(launcher: &Launcher) {
     store::put("queue", &serde_json::to_vec(&launcher.queue).unwrap()).unwrap();
     store::put("tasks", &serde_json::to_vec(&launcher.tasks).unwrap()).unwrap();
+    store::put("traps", &serde_json::to_vec(&launcher.traps).unwrap()).unwrap();
 }
 
 /// Takes `n` ports from the offer's free ranges.
@@ -185,7 +192,8 @@ impl Framework for Launcher {
     fn init(_config: &str) -> Result<Self, String> {
         let queue = store::get("queue").map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or_default();
         let tasks = store::get("tasks").map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or_default();
-        Ok(Launcher { queue, tasks })
+        let traps = store::get("traps").map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or_default();
+        Ok(Launcher { queue, tasks, traps })
     }
 
     fn demand(&mut self) -> Vec<TaskShape> {
@@ -234,6 +242,10 @@ impl Framework for Launcher {
     }
 
     fn status(&mut self, updates: Vec<TaskStatus>) -> Vec<Action> {
+        let trap = updates.iter().find(|u| {
+            self.traps.get(&u.task_id).is_some_and(|state| *state == plain(format!("{:?}", u.state)))
+        });
+        let trap = trap.map(|u| u.task_id.clone());
         for u in updates {
             let record = self.tasks.entry(u.task_id.clone()).or_default();
             record.history.push(plain(format!("{:?}", u.state)));
@@ -248,6 +260,9 @@ impl Framework for Launcher {
             }
         }
         save(self);
+        if let Some(task) = trap {
+            panic!("asked to trap on this update of task {task}");
+        }
         vec![]
     }
 
@@ -257,6 +272,9 @@ impl Framework for Launcher {
             ("GET", "/tasks") => HttpResponse::json(200, serde_json::to_vec(&self.tasks).unwrap()),
             ("POST", "/tasks") => match serde_json::from_slice::<Template>(&request.body) {
                 Ok(t) => {
+                    if let Some(state) = &t.trap_on {
+                        self.traps.insert(t.id.clone(), state.clone());
+                    }
                     self.queue.push(t);
                     save(self);
                     actions.push(Action::Revive);
@@ -270,6 +288,11 @@ impl Framework for Launcher {
                 let grace = parts.next().and_then(|g| g.parse().ok());
                 actions.push(Action::Kill(KillTask { task_id: id, grace_period_ms: grace }));
                 HttpResponse::json(202, "{}")
+            }
+            ("POST", "/untrap") => {
+                self.traps.remove(&request.query);
+                save(self);
+                HttpResponse::json(200, "{}")
             }
             _ => HttpResponse::text(404, "no such endpoint"),
         };

@@ -27,6 +27,8 @@ struct Config {
     decline_all: bool,
     /// The filter a decline asks for, 1 s unless set.
     refuse_seconds: Option<u32>,
+    /// Leave every offer unanswered (no decision at all), to exercise the master's default filter.
+    answer_none: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -139,6 +141,9 @@ impl Framework for Workers {
         let mut decisions = Vec::new();
         for offer in offers {
             *self.offers_seen.entry(offer.hostname.clone()).or_default() += 1;
+            if self.config.answer_none {
+                continue;
+            }
             if self.config.decline_all {
                 let refuse_seconds = self.config.refuse_seconds.unwrap_or(1);
                 decisions.push(Decision::Decline(Decline { offer: offer.id, refuse_seconds }));
