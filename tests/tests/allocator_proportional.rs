@@ -114,8 +114,29 @@ fn deltas_decide_exactly_what_whole_views_decide() {
     let config = policy::Config::default();
     let mut current = cluster(300, 30);
     let mut next_id = 1_000;
+    let mut filters_mattered = 0;
     for step in 0..16 {
         let native = policy::allocate(&current, &config);
+        // Decline filters hold: no grant to a framework on a node it declined, though the same view
+        // without its filters would (checked, so that the filters can be seen to matter).
+        let filtered: Vec<(u32, u32)> = current
+            .filters
+            .iter()
+            .filter(|f| f.expires_ms > current.now_ms)
+            .map(|f| (f.framework, f.node))
+            .collect();
+        for g in &native {
+            assert!(
+                !filtered.contains(&(g.framework, g.node)),
+                "step {step}: a grant despite a filter: {g:?}"
+            );
+        }
+        if !filtered.is_empty() {
+            let mut unfiltered = current.clone();
+            unfiltered.filters.clear();
+            let grants = policy::allocate(&unfiltered, &config);
+            filters_mattered += usize::from(grants.iter().any(|g| filtered.contains(&(g.framework, g.node))));
+        }
         let abi = to_abi(&current);
         let incremental = instance.allocate(&abi).expect("allocate-delta");
         let whole = other.allocate_whole(&abi).expect("allocate");
@@ -174,14 +195,18 @@ fn deltas_decide_exactly_what_whole_views_decide() {
                 current.frameworks.push(joined);
             }
             _ => {
-                let (framework, node) = (current.frameworks[0].id, current.nodes[0].id);
-                current.filters.push(sdk::DeclineFilter {
-                    framework,
-                    node,
-                    expires_ms: current.now_ms + 5_000,
-                });
+                // A pair the next view would be granted (if any still fits): the filter must take it away.
+                if let Some(g) = policy::allocate(&current, &config).first() {
+                    let (framework, node) = (g.framework, g.node);
+                    current.filters.push(sdk::DeclineFilter {
+                        framework,
+                        node,
+                        expires_ms: current.now_ms + 5_000,
+                    });
+                }
                 current.now_ms += 1_000;
             }
         }
     }
+    assert!(filters_mattered > 0, "no step where a decline filter changed the grants");
 }

@@ -55,16 +55,23 @@ fn the_c_bin_packing_allocator_fills_a_node_before_opening_the_next() {
     per_node.sort_unstable();
     assert_eq!(per_node, vec![2, 8], "one node full, one started, one empty");
 
-    // Another framework with unbounded demand packs into what is left: the partly used node first.
-    master.ok(&["framework", "add", "rest", "--plugin", "workers", "--config", r#"{"milli_cpus": 1000}"#]);
-    eventually("the cluster to fill", Duration::from_secs(30), || {
-        (running(&master, "rest") == 14).then_some(())
-    });
-    let plugins = master.json(&["plugin", "ls"]);
-    let calls = plugins.as_array().unwrap().iter().find(|p| p["name"] == "binpack").unwrap()["calls"]
-        .as_u64()
-        .unwrap();
-    assert!(calls > 2, "the C allocator decided the cycles");
+    // Another framework packs into what is left: the partly used node first, the empty one untouched.
+    let partly = hosts(&master, "ten").into_iter().find(|(_, n)| *n == 2).unwrap().0;
+    master.ok(&[
+        "framework",
+        "add",
+        "six",
+        "--plugin",
+        "workers",
+        "--config",
+        r#"{"instances": 6, "milli_cpus": 1000}"#,
+    ]);
+    eventually("six more tasks", Duration::from_secs(30), || (running(&master, "six") == 6).then_some(()));
+    let six = hosts(&master, "six");
+    assert_eq!(six.into_iter().collect::<Vec<_>>(), vec![(partly, 6)], "all on the partly used node");
+    let cycles = master.get("/v1/cycles");
+    let last = cycles.as_array().unwrap().last().unwrap();
+    assert_eq!(last["allocator"], "binpack", "the C allocator decided the cycles: {last}");
 }
 
 #[test]
@@ -293,6 +300,9 @@ fn berth_plugin_new_creates_projects_that_build_load_and_hot_swap_outside_the_tr
             let (version, calls) = active(&master, &name);
             (version == 2 && calls > 0 && running(&master, &format!("{fw}-2")) == 1).then_some(())
         });
+        let cycles = master.get("/v1/cycles");
+        let last = cycles.as_array().unwrap().last().unwrap().clone();
+        assert_eq!((&last["allocator"], &last["allocator_version"]), (&json!(name), &json!(2)), "{last}");
 
         let framework = scaffold_and_build(dir.path(), lang, "framework");
         let name = format!("my-{lang}-framework");

@@ -396,7 +396,18 @@ mod tests {
         let mut t = task();
         t.container.as_mut().unwrap().privileged = true;
         assert!(config(("a", "h"), "f", &t, Policy::default()).unwrap_err().contains("privileged"));
-        assert!(config(("a", "h"), "f", &t, Policy { allow_privileged: true, ..Policy::default() }).is_ok());
+        let allowed = config(("a", "h"), "f", &t, Policy { allow_privileged: true, ..Policy::default() });
+        assert_eq!(allowed.unwrap().host_config.unwrap().privileged, Some(true));
+
+        let mut t = task();
+        t.container.as_mut().unwrap().volumes = vec![
+            pb::Volume { host_path: "/srv/data".into(), container_path: "/data".into(), read_only: true },
+            pb::Volume { host_path: "/srv/cache".into(), container_path: "/cache".into(), read_only: false },
+        ];
+        assert!(config(("a", "h"), "f", &t, Policy::default()).unwrap_err().contains("host mounts"));
+        let allowed = config(("a", "h"), "f", &t, Policy { allow_host_mounts: true, ..Policy::default() });
+        let binds = allowed.unwrap().host_config.unwrap().binds;
+        assert_eq!(binds, Some(vec!["/srv/data:/data:ro".to_string(), "/srv/cache:/cache".to_string()]));
     }
 
     #[test]

@@ -652,8 +652,17 @@ mod tests {
         let mut a = framework(1, 1.0, vec![TaskShape::new(100, 32, 5)]);
         a.suppressed = true;
         let b = framework(2, 0.0, vec![]);
-        let grants = allocate(&view(vec![node(1, 4000, 4096)], vec![a, b]), &Config::default());
+        let grants =
+            allocate(&view(vec![node(1, 4000, 4096)], vec![a.clone(), b.clone()]), &Config::default());
         assert!(grants.is_empty(), "{grants:?}");
+        // The control: the same frameworks with a revived and b weighted are granted the node.
+        let (mut a, mut b) = (a, b);
+        a.suppressed = false;
+        let grants = allocate(&view(vec![node(1, 4000, 4096)], vec![a.clone()]), &Config::default());
+        assert_eq!(grants.iter().map(|g| g.framework).collect::<Vec<_>>(), [1], "{grants:?}");
+        b.weight = 1.0;
+        let grants = allocate(&view(vec![node(1, 4000, 4096)], vec![b]), &Config::default());
+        assert_eq!(grants.iter().map(|g| g.framework).collect::<Vec<_>>(), [2], "leftovers: {grants:?}");
     }
 
     #[test]

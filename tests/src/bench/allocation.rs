@@ -153,7 +153,11 @@ pub fn to_abi(view: &sdk::ClusterView) -> abi::ClusterView {
                     .collect(),
             })
             .collect(),
-        filters: vec![],
+        filters: view
+            .filters
+            .iter()
+            .map(|f| abi::DeclineFilter { framework: f.framework, node: f.node, expires_ms: f.expires_ms })
+            .collect(),
         now_ms: view.now_ms,
     }
 }
