@@ -348,6 +348,7 @@ fn a_serve_killed_with_sigkill_adopts_its_containers_and_reports_an_exit_while_d
     assert_eq!(docker::containers(&[&format!("berth.agent={agent}"), "berth.task=steady"]).len(), 1);
     let tasks = master.tasks("l");
     assert_eq!(tasks.len(), 2, "no task was launched again: {tasks:?}");
+    assert!(!master.logs().contains(berth_host::agent::DUPLICATE_LAUNCH), "{}", master.logs());
 }
 
 /// The agent samples a running container's use from the engine (every 5 s) and the master lists it next

@@ -33,6 +33,16 @@ fn agents_running_tasks(master: &Master) -> u64 {
         .sum()
 }
 
+/// Fails if a backend (the agents', or the master's own simulated ones) was asked to launch a task it
+/// already ran: launches are idempotent at the agent, so this is how a master launching twice shows.
+fn assert_no_duplicate_launch(master: &Master, agents: &[Agent]) {
+    let duplicate = berth_host::agent::DUPLICATE_LAUNCH;
+    assert!(!master.logs().contains(duplicate), "a duplicate launch:\n{}", master.logs());
+    for agent in agents {
+        assert!(!agent.logs().contains(duplicate), "a duplicate launch on {}:\n{}", agent.name, agent.logs());
+    }
+}
+
 #[test]
 fn a_killed_agents_tasks_become_lost_and_are_relaunched_on_the_others() {
     let master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "3000"]);
@@ -162,6 +172,7 @@ fn a_master_killed_with_sigkill_comes_back_with_everything_and_no_task_runs_twic
     assert_eq!(all.len(), 4, "no task was launched again: {all:?}");
     let agent_running = agents_running_tasks(&master);
     assert_eq!(agent_running, 4, "the agents run each task once");
+    assert_no_duplicate_launch(&master, &agents);
 
     // Cycles resume: scaling up launches more.
     let (status, body) = master.request("PUT", "/frameworks/svc/instances?6", "");
@@ -209,6 +220,7 @@ fn tasks_launched_but_not_yet_started_survive_a_master_killed_with_sigkill() {
     });
     let agent_running = agents_running_tasks(&master);
     assert_eq!(agent_running, 2, "the agent runs each task once");
+    assert_no_duplicate_launch(&master, std::slice::from_ref(&agent));
 }
 
 #[test]
@@ -299,7 +311,7 @@ fn a_drained_nodes_tasks_end_with_the_reason_run_elsewhere_and_the_node_is_offer
 #[test]
 fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_runs_no_task_twice() {
     let mut master = Master::start(&["--no-local-agent", "--agent-timeout-ms", "30000"]);
-    let _agents: Vec<Agent> = (1..=3)
+    let agents: Vec<Agent> = (1..=3)
         .map(|i| {
             Agent::start(&master, &format!("node-{i}"), &["--simulate", "--cpus", "64", "--mem", "262144"])
         })
@@ -379,6 +391,7 @@ fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_run
     let unique: BTreeSet<&str> = running.iter().map(|t| t["task"].as_str().unwrap()).collect();
     assert_eq!(unique.len(), expected);
     assert_eq!(agents_running_tasks(&master), expected as u64, "the agents run each task once");
+    assert_no_duplicate_launch(&master, &agents);
 }
 
 /// A task that ended stays listed for `task_retention_s` (its logs and status readable), then is forgotten.

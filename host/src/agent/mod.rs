@@ -33,6 +33,8 @@ use crate::master::{AgentConnection, MasterHandle};
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// How long to wait for `Registered` after `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a backend logs when asked to launch a task it already runs (and ignores the launch).
+pub const DUPLICATE_LAUNCH: &str = "a launch of a task this node already runs was ignored";
 
 /// Who the agent is and what its node offers.
 #[derive(Clone, Debug)]

@@ -125,6 +125,9 @@ impl Backend for SimulatedBackend {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             let of_framework = tasks.entry(key.0.as_str().into()).or_default();
             if of_framework.contains_key(key.1.as_str()) {
+                // Launches are idempotent, but a master never sends one for a task the node reported: say
+                // so, for the tests that check no task runs twice.
+                tracing::warn!(target: "berth.agent", framework = %key.0, task = %key.1, "{}", super::DUPLICATE_LAUNCH);
                 return;
             }
             of_framework.insert(

@@ -291,6 +291,7 @@ impl Backend for DockerBackend {
         {
             let mut tasks = inner.lock();
             if tasks.contains_key(&key) {
+                tracing::warn!(target: "berth.agent", %framework, task = %task.id, "{}", crate::agent::DUPLICATE_LAUNCH);
                 return;
             }
             tasks.insert(
