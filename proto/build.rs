@@ -1,4 +1,4 @@
-//! Compiles `berth/v1/*.proto` with `protox` (pure Rust, no `protoc` binary) and generates the tonic
+//! Compiles `berth/v1/*.proto` and `etcd/rpc.proto` with `protox` (pure Rust, no `protoc` binary) and generates the tonic
 //! client and server code.
 
 use anyhow::Context as _;
@@ -19,8 +19,16 @@ fn main() -> anyhow::Result<()> {
     files.sort();
     let fds = protox::compile(&files, [root]).context("compiling berth/v1 protos")?;
     tonic_prost_build::configure().compile_fds(fds).context("generating Rust code for berth/v1")?;
+    // The subset of etcd's v3 API the etcd store backend uses: a client only.
+    let etcd = protox::compile([root.join("etcd/rpc.proto")], [root.join("etcd")])
+        .context("compiling etcd/rpc.proto")?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_fds(etcd)
+        .context("generating Rust code for etcd/rpc.proto")?;
     // Relative to this crate, not absolute: checkouts that share a CARGO_TARGET_DIR (as CI's clones do) share
     // this script's fingerprint, and an absolute path would make one checkout watch another's files.
     println!("cargo:rerun-if-changed=berth/v1");
+    println!("cargo:rerun-if-changed=etcd");
     Ok(())
 }

@@ -40,6 +40,32 @@ pub struct ServeConfig {
     pub agent: AgentSettings,
     /// `[tls]`: serve the API over TLS only.
     pub tls: crate::api::tls::TlsSettings,
+    /// `[store]`: where the state is kept.
+    pub store: StoreSection,
+    /// The address clients and other masters reach this master's API at [default: `http://` or
+    /// `https://` and the listen address]. With several masters, standbys proxy to the leader's.
+    pub advertise: Option<String>,
+}
+
+/// `[store]`: redb in the data directory (the default), or etcd for several masters.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `redb` or `etcd`.
+    pub backend: StoreBackend,
+    /// `[store.etcd]`: used with `backend = "etcd"`.
+    pub etcd: crate::store::etcd::EtcdSettings,
+}
+
+/// Where the state is kept.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One master, its state in `<data-dir>/state.redb`.
+    #[default]
+    Redb,
+    /// Several masters sharing their state in etcd, one of them leading.
+    Etcd,
 }
 
 impl Default for ServeConfig {
@@ -56,6 +82,8 @@ impl Default for ServeConfig {
             plugins: PluginLimits::default(),
             agent: AgentSettings::default(),
             tls: crate::api::tls::TlsSettings::default(),
+            store: StoreSection::default(),
+            advertise: None,
         }
     }
 }
@@ -102,6 +130,22 @@ impl ServeConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.store.backend == StoreBackend::Etcd {
+            self.store.etcd.validate()?;
+            if self.agent.enabled || self.agent.simulate_nodes > 0 {
+                bail!(
+                    "with store.backend = \"etcd\" berth serve runs a master only (a standby has no master for a \
+                     local agent to join): set agent.enabled = false (or --no-local-agent) and start agents with \
+                     `berth agent --master <every master's address, comma-separated>`"
+                );
+            }
+            if self.token.is_none() || self.agent_token.is_none() {
+                bail!(
+                    "with store.backend = \"etcd\" every master must share the same `token` and `agent_token`: \
+                     set both in the configuration file"
+                );
+            }
+        }
         let m = &self.master;
         if m.cycle_interval_ms == 0 {
             bail!("master.cycle_interval_ms must be above 0");

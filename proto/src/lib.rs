@@ -25,6 +25,13 @@ pub mod v1 {
     tonic::include_proto!("berth.v1");
 }
 
+/// The part of etcd's v3 API (package `etcdserverpb`) that the etcd store backend uses: a client only.
+#[cfg(feature = "grpc")]
+#[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// Absolute path of the WIT package `berth:plugin@0.1.0` (the plugin ABI) in this source tree.
 pub const WIT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wit");
 

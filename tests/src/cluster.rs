@@ -168,6 +168,29 @@ impl Master {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`) to the running `berth serve`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the master runs").to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Waits up to `timeout` for `berth serve` to exit on its own; how it exited, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self.child.as_mut()?.try_wait().unwrap();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn spawn(&mut self) {
         let log = self._dir.path().join(format!("master-{}.log", self.logs.len()));
         let child = Command::new(berth_bin())
@@ -405,6 +428,24 @@ impl Agent {
     /// Like [`Agent::start`], presenting `token` instead of the master's agent token.
     pub fn start_with_token(master: &Master, name: &str, token: &str, args: &[&str]) -> Agent {
         Agent::start_seeded(master, name, token, &[], args)
+    }
+
+    /// Starts an agent that knows every one of `masters` (`--master` with their addresses, comma-separated),
+    /// as agents of several masters on etcd are run. Its work directory is under the first master's.
+    pub fn start_on_all(masters: &[Master], name: &str, args: &[&str]) -> Agent {
+        let work_dir = masters[0]._dir.path().join(format!("agent-{name}"));
+        std::fs::create_dir_all(&work_dir).unwrap();
+        let mut agent = Agent {
+            child: None,
+            name: name.into(),
+            log: work_dir.join("agent.log"),
+            work_dir,
+            master_url: masters.iter().map(|m| m.url.as_str()).collect::<Vec<_>>().join(","),
+            token: masters[0].agent_token(),
+            args: args.iter().map(|s| s.to_string()).chain(["--ports".to_string(), port_range()]).collect(),
+        };
+        agent.spawn();
+        agent
     }
 
     /// Like [`Agent::start_with_token`], with `files` (name, contents) written into its work directory

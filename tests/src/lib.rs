@@ -6,6 +6,7 @@ pub mod bench;
 pub mod browser;
 pub mod cluster;
 pub mod docker;
+pub mod etcd;
 pub mod languages;
 pub mod metrics;
 pub mod provision;

@@ -9,7 +9,9 @@
 //! - `cargo/bin/wit-bindgen`: the C bindings generator of the C plugins (`cargo install`);
 //! - `busybox/bin/busybox`: Debian's static busybox, from which test images are built `FROM scratch`
 //!   (extracted from the `busybox-static` package with `apt-get download` and `dpkg-deb`, no root needed
-//!   unless the package lists must be fetched first).
+//!   unless the package lists must be fetched first);
+//! - `etcd/usr/bin/etcd`: Debian's etcd 3.4 (`etcd-server`, extracted the same way) for the tests of several
+//!   masters, when it is not installed.
 //!
 //! Test binaries run side by side, so each part is installed under a file lock and marked done with a
 //! stamp naming exactly what was installed; a stamp that names something else is installed again.
@@ -204,31 +206,38 @@ pub fn busybox() -> PathBuf {
     if from_package && installed.exists() {
         return installed.to_path_buf();
     }
-    let dir = tools_dir().join("busybox");
-    once("busybox", "busybox-static", |tools| {
-        let download = tools.join("busybox-download");
+    let dir =
+        debian_package("busybox", "busybox-static", "test images are built from Debian's static busybox");
+    let busybox = dir.join("bin/busybox");
+    if !busybox.exists() {
+        fail(&format!("the busybox-static package did not hold bin/busybox (looked in {})", dir.display()));
+    }
+    busybox
+}
+
+/// Debian's package `package`, extracted (not installed) into `<tools>/<name>` with `apt-get download` and
+/// `dpkg-deb -x`: no root needed once the package lists are there. `why` says what the tests need it for.
+fn debian_package(name: &str, package: &str, why: &str) -> PathBuf {
+    let dir = tools_dir().join(name);
+    once(name, package, |tools| {
+        let download = tools.join(format!("{name}-download"));
         let _ = std::fs::remove_dir_all(&download);
         std::fs::create_dir_all(&download)
             .unwrap_or_else(|e| fail(&format!("creating {}: {e}", download.display())));
-        let fetch = || {
-            Command::new("apt-get")
-                .args(["download", "-qq", "busybox-static"])
-                .current_dir(&download)
-                .output()
-        };
-        let fetched = fetch().is_ok_and(|o| o.status.success());
-        if !fetched {
+        let fetch =
+            || Command::new("apt-get").args(["download", "-qq", package]).current_dir(&download).output();
+        if !fetch().is_ok_and(|o| o.status.success()) {
             // A fresh machine may have no package lists yet; only root can fetch them.
             if !is_root() {
-                fail(
-                    "test images are built from Debian's static busybox, and `apt-get download busybox-static` \
-                     failed: run `sudo apt-get update` (or install busybox-static) and run the tests again",
-                );
+                fail(&format!(
+                    "{why}, and `apt-get download {package}` failed: run `sudo apt-get update` (or install \
+                     {package}) and run the tests again"
+                ));
             }
             run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update");
             run(
-                Command::new("apt-get").args(["download", "-qq", "busybox-static"]).current_dir(&download),
-                "apt-get download busybox-static",
+                Command::new("apt-get").args(["download", "-qq", package]).current_dir(&download),
+                &format!("apt-get download {package}"),
             );
         }
         let deb = std::fs::read_dir(&download)
@@ -236,16 +245,30 @@ pub fn busybox() -> PathBuf {
             .and_then(|entries| {
                 entries.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb"))
             })
-            .unwrap_or_else(|| fail("apt-get download busybox-static left no .deb"));
-        let _ = std::fs::remove_dir_all(&dir);
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir), "dpkg-deb -x busybox-static");
+            .unwrap_or_else(|| fail(&format!("apt-get download {package} left no .deb")));
+        let _ = std::fs::remove_dir_all(tools.join(name));
+        run(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tools.join(name)),
+            &format!("dpkg-deb -x {package}"),
+        );
         let _ = std::fs::remove_dir_all(&download);
     });
-    let busybox = dir.join("bin/busybox");
-    if !busybox.exists() {
-        fail(&format!("the busybox-static package did not hold bin/busybox (looked in {})", dir.display()));
+    dir
+}
+
+/// etcd (Debian's `etcd-server`, 3.4), for the tests of several masters: `/usr/bin/etcd` if installed,
+/// else extracted from the package into the tool directory.
+pub fn etcd() -> PathBuf {
+    let installed = Path::new("/usr/bin/etcd");
+    if installed.exists() {
+        return installed.to_path_buf();
     }
-    busybox
+    let dir = debian_package("etcd", "etcd-server", "the tests of several masters run a real etcd cluster");
+    let etcd = dir.join("usr/bin/etcd");
+    if !etcd.exists() {
+        fail(&format!("the etcd-server package did not hold usr/bin/etcd (looked in {})", dir.display()));
+    }
+    etcd
 }
 
 /// Headless Chromium and its WebDriver, for the console's browser tests: Debian's `chromium` and

@@ -58,8 +58,9 @@ pub enum Transport {
     Local(MasterHandle),
     /// A master over gRPC, with the agent token.
     Remote {
-        /// e.g. `http://10.0.0.1:8080`.
-        endpoint: String,
+        /// e.g. `http://10.0.0.1:8080`; with several masters, all of them (any one will do: standbys
+        /// proxy to the leader), tried in turn.
+        endpoints: Vec<String>,
         /// Sent as `authorization: Bearer <token>`.
         token: Option<String>,
         /// For an `https://` master: the CA to verify it with, and a client certificate to present.
@@ -74,10 +75,13 @@ enum Link {
 }
 
 impl Link {
-    async fn open(transport: &Transport) -> anyhow::Result<Link> {
+    /// Opens a link to the master; `attempt` picks which of several addresses.
+    async fn open(transport: &Transport, attempt: usize) -> anyhow::Result<Link> {
         match transport {
             Transport::Local(handle) => Ok(Link::Local(handle.connect_local_agent()?)),
-            Transport::Remote { endpoint, token, tls } => {
+            Transport::Remote { endpoints, token, tls } => {
+                let endpoint =
+                    endpoints.get(attempt % endpoints.len().max(1)).context("no master address")?;
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
                     .with_context(|| format!("invalid master address `{endpoint}`"))?;
                 let channel = tls
@@ -184,6 +188,13 @@ pub async fn run(
     let mut counter: u64 = 0;
     let mut unacked = Unacked::default();
     let mut backoff = Duration::from_millis(100);
+    // Which master address to try (with several masters, the next after a failure), and the longest
+    // wait between tries: short with several masters, where the next address is likely to answer.
+    let mut attempt = 0usize;
+    let max_backoff = match &transport {
+        Transport::Remote { endpoints, .. } if endpoints.len() > 1 => Duration::from_secs(1),
+        _ => Duration::from_secs(5),
+    };
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -191,15 +202,16 @@ pub async fn run(
         // Boxed: connecting is the largest state of this loop by far (the gRPC client's futures), and an
         // unboxed one would be carried by every agent's task for its whole life (thousands of simulated
         // agents share one process in scale tests).
-        let mut link = match Box::pin(Link::open(&transport)).await {
+        let mut link = match Box::pin(Link::open(&transport, attempt)).await {
             Ok(link) => link,
             Err(e) => {
+                attempt += 1;
                 tracing::warn!(target: "berth.agent", error = format!("{e:#}"), retry_in = ?backoff, "cannot reach the master");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
         };
@@ -233,15 +245,17 @@ pub async fn run(
             Ok(Some(FromMaster::Refused(refused))) => {
                 tracing::error!(target: "berth.agent", reason = %refused.reason,
                     "the master refused this agent's registration; retrying");
+                attempt += 1;
                 tokio::time::sleep(backoff.max(Duration::from_secs(1))).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
             other => {
                 tracing::warn!(target: "berth.agent", answer = ?other.ok().flatten().map(|_| "not Registered"),
                     "the master did not accept the registration; retrying");
+                attempt += 1;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
         };
@@ -288,6 +302,7 @@ pub async fn run(
                     }
                     None => {
                         tracing::warn!(target: "berth.agent", "lost the connection to the master; reconnecting");
+                        attempt += 1;
                         for (_, handle) in log_streams.drain() {
                             handle.abort();
                         }

@@ -50,8 +50,42 @@ pub async fn serve(
         .add_service(pb::node_service_server::NodeServiceServer::new(services.clone()))
         .add_service(pb::task_service_server::TaskServiceServer::new(services.clone()))
         .add_service(pb::agent_service_server::AgentServiceServer::new(services));
-    let router =
-        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes);
+    run(
+        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes),
+        listener,
+        tls,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves a standby master's routes (`ha::proxy`) on `listener` until `shutdown` completes: the same
+/// authentication and TLS as the leader's API.
+pub async fn serve_standby(
+    listener: TcpListener,
+    routes: axum::Router,
+    auth: Auth,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let routes = tonic::service::Routes::from(routes);
+    run(
+        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes),
+        listener,
+        tls,
+        shutdown,
+    )
+    .await
+}
+
+async fn run(
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>,
+    >,
+    listener: TcpListener,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     match tls {
         Some(config) => {
             let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::incoming(listener, config));

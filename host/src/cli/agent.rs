@@ -11,7 +11,8 @@ use crate::config::default_data_dir;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The master's API address.
+    /// The master's API address; with several masters, every master's, comma-separated (the agent
+    /// tries them in turn and re-registers with whichever leads).
     #[arg(long, env = "BERTH_MASTER", default_value = "http://127.0.0.1:8080")]
     master: String,
     /// The CA that issued an `https://` master's certificate (PEM) [default: the system's roots].
@@ -120,7 +121,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ca: args.ca.clone(),
         identity: args.tls_cert.clone().zip(args.tls_key.clone()),
     };
-    let transport = Transport::Remote { endpoint: args.master.clone(), token: args.token.clone(), tls };
+    let endpoints = args.master.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+    let transport = Transport::Remote { endpoints, token: args.token.clone(), tls };
     let agent = tokio::spawn(agent::run(config, backend, events, transport, stop_rx));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

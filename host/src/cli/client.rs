@@ -44,14 +44,37 @@ pub fn token(given: Option<String>) -> Option<String> {
 impl Client {
     /// Connects to the master the flags name, over TLS when its address is `https://`.
     pub async fn connect(args: &super::ClientArgs) -> anyhow::Result<Client> {
-        let (address, token_flag) = (args.master.as_str(), args.token.clone());
-        let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
-            .with_context(|| format!("invalid master address `{address}`"))?;
+        let token_flag = args.token.clone();
         let tls = crate::api::tls::ClientTls { ca: args.ca.clone(), identity: None };
-        let channel =
-            tls.apply(address, endpoint)?.connect().await.with_context(|| {
-                format!("cannot reach the master at {address} (is `berth serve` running?)")
-            })?;
+        // With several masters, the first that answers (standbys proxy to the leader).
+        let mut failure = None;
+        let mut channel = None;
+        for address in args.master.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+                .with_context(|| format!("invalid master address `{address}`"))?;
+            match tls
+                .apply(address, endpoint)?
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect()
+                .await
+            {
+                Ok(connected) => {
+                    channel = Some(connected);
+                    break;
+                }
+                Err(e) => {
+                    failure =
+                        Some(anyhow::Error::new(e).context(format!(
+                            "cannot reach the master at {address} (is `berth serve` running?)"
+                        )))
+                }
+            }
+        }
+        let channel = match (channel, failure) {
+            (Some(channel), _) => channel,
+            (None, Some(e)) => return Err(e),
+            (None, None) => anyhow::bail!("no master address given"),
+        };
         let token = Token(match token(token_flag) {
             Some(t) => Some(format!("Bearer {t}").parse().context("the token is not a valid header value")?),
             None => None,

@@ -30,7 +30,8 @@ struct Cli {
 /// How client commands reach the master.
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
-    /// The master's API address.
+    /// The master's API address; with several masters, any of them, or several comma-separated (the
+    /// first that answers is used).
     #[arg(long, global = true, env = "BERTH_MASTER", default_value = "http://127.0.0.1:8080")]
     master: String,
     /// The operator token [default: the token file of the default data directory].

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use crate::agent::{self, AgentSettings, Assembled, BackendKind, Transport};
 use crate::api::{self, Auth};
-use crate::config::{ServeConfig, token_file};
+use crate::config::{ServeConfig, StoreBackend, token_file};
+use crate::ha;
 use crate::master::{self, MasterHandle};
 use crate::runtime::{ArtifactCache, ArtifactLedger, Registry, Runtime};
 use crate::store::Store;
@@ -116,27 +117,76 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
 
-    let store = Arc::new(
-        Store::open(&data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?,
-    );
+    let store = Arc::new(match config.store.backend {
+        StoreBackend::Redb => {
+            Store::open(&data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?
+        }
+        StoreBackend::Etcd => {
+            let etcd = crate::store::etcd::Etcd::connect(&config.store.etcd).context("connecting to etcd")?;
+            Store::open_with_etcd(&data_dir, etcd)
+                .with_context(|| format!("opening the local store in {}", data_dir.display()))?
+        }
+    });
     let cache_dir = config.artifact_cache.clone().unwrap_or_else(|| data_dir.join("plugins/cache"));
     let ledger: Arc<dyn ArtifactLedger> = store.clone();
     let cache = ArtifactCache::open(&cache_dir, Some(ledger))
         .with_context(|| format!("opening the artifact cache {}", cache_dir.display()))?;
-    let registry = Arc::new(Registry::new(Runtime::new(Some(cache))?));
-    let master_config = config.master_config(data_dir.clone());
-    // Restoring compiles the stored plugins (or loads their artifacts): off the async runtime.
-    let (handle, master_thread) =
-        tokio::task::spawn_blocking(move || master::start(master_config, store, registry))
-            .await
-            .context("starting the master")??;
-
+    let runtime = Runtime::new(Some(cache))?;
+    let registry = Arc::new(Registry::new(runtime.clone()));
     let tls = config.tls.server_config()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let advertise = config.advertise.clone().unwrap_or_else(|| format!("{scheme}://{address}"));
+
+    // With several masters: stand by (proxying the API to the leader) until this one leads.
+    let (listener, masters) = match config.store.backend {
+        StoreBackend::Redb => (listener, single_master(advertise)),
+        StoreBackend::Etcd => {
+            let election = ha::Election::start(store.clone(), advertise).await?;
+            tokio::spawn(ha::warm_plugins(election.clone(), runtime));
+            let listener = listener.into_std()?;
+            let standby_listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (stop_standby, standby_stopped) = tokio::sync::oneshot::channel::<()>();
+            tracing::info!(target: "berth", %address, id = %election.me().id, "standing by: the API is proxied to the leader");
+            tokio::spawn(api::serve_standby(
+                standby_listener,
+                ha::proxy::router(election.clone()),
+                auth.clone(),
+                tls.clone(),
+                async move {
+                    let _ = standby_stopped.await;
+                },
+            ));
+            tokio::select! {
+                _ = election.won() => {}
+                _ = wait_for_signal() => {
+                    tracing::info!(target: "berth", "shutting down");
+                    return Ok(());
+                }
+            }
+            // Connections the standby accepted stay with it; new ones reach the leader's API below.
+            let _ = stop_standby.send(());
+            let routes = axum::Router::new().route(
+                "/v1/masters",
+                axum::routing::get(move || {
+                    let election = election.clone();
+                    async move { ha::proxy::masters_reply(&election).await }
+                }),
+            );
+            (listener, routes)
+        }
+    };
+
+    let master_config = config.master_config(data_dir.clone());
+    // Restoring compiles the stored plugins (or loads their artifacts): off the async runtime.
+    let (handle, master_thread) =
+        tokio::task::spawn_blocking(move || master::start(master_config, store, registry))
+            .await
+            .context("starting the master")??;
     tracing::info!(target: "berth", %address, scheme, data_dir = %data_dir.display(), "berth is serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -149,15 +199,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
-    let server = tokio::spawn(api::serve(
-        listener,
-        handle.clone(),
-        auth,
-        config.plugins,
-        axum::Router::new(),
-        tls,
-        shutdown,
-    ));
+    let server =
+        tokio::spawn(api::serve(listener, handle.clone(), auth, config.plugins, masters, tls, shutdown));
     wait_for_signal().await;
     tracing::info!(target: "berth", "shutting down");
     let _ = stop_tx.send(true);
@@ -166,6 +209,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     handle.shutdown();
     let _ = tokio::task::spawn_blocking(move || master_thread.join()).await;
     Ok(())
+}
+
+/// `/v1/masters` with the redb store: this master alone, leading since it started.
+fn single_master(address: String) -> axum::Router {
+    let since = crate::model::unix_ms();
+    let body = serde_json::json!({
+        "backend": "redb",
+        "leader": { "id": "local", "address": address, "since_ms": since },
+        "masters": [{ "id": "local", "address": address, "startedMs": since, "leader": true,
+                      "leaderSinceMs": since, "self": true }],
+    });
+    axum::Router::new().route("/v1/masters", axum::routing::get(move || async move { axum::Json(body) }))
 }
 
 async fn wait_for_signal() {

@@ -18,7 +18,7 @@ use crossbeam_channel::{Sender, bounded};
 
 use super::metrics::Metrics;
 use super::types::ToAgent;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Store, StoreError};
 
 /// Batches handed over but not yet committed, at most.
 const QUEUED_BATCHES: usize = 2;
@@ -125,6 +125,13 @@ impl Writer {
                     metrics.store_commit(started.elapsed());
                 }
                 committed.add_committed(count);
+                // With several masters, this one may have lost the lease while it committed (a pause, a
+                // partition): then another master may already lead, and nothing may leave this one.
+                if !store.leading() {
+                    crate::store::etcd::abdicate(
+                        "the leader lease may have expired before what this batch decided was sent",
+                    );
+                }
                 for (tx, message) in outbox {
                     let _ = tx.send(message);
                 }
@@ -178,6 +185,9 @@ fn commit(store: &Store, batch: &Batch, progress: &Progress) {
                     tracing::warn!(target: "berth.master", "the store is writable again; acknowledging what waited");
                 }
                 return;
+            }
+            Err(StoreError::Deposed | StoreError::NotLeader) => {
+                crate::store::etcd::abdicate("etcd refused a write: another master holds the leader key")
             }
             Err(e) => {
                 if progress.failed(e.to_string()) {

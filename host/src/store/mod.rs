@@ -1,22 +1,25 @@
 //! The durable store: everything that must survive `kill -9`, in one `redb` database
-//! (`<data-dir>/state.redb`), plus plugin components as files under `<data-dir>/plugins/components`.
+//! (`<data-dir>/state.redb`), plus plugin components as files under `<data-dir>/plugins/components`; or,
+//! with `[store] backend = "etcd"` ([`etcd`]), the same records in etcd, shared by several masters, with
+//! the local database keeping only what belongs to this machine.
 //!
 //! The master collects its writes for one loop iteration in a [`Batch`] and commits them in one
 //! transaction before it acknowledges anything that depends on them (an API reply, a launch sent to an
 //! agent, an acknowledgement of a status update). The store does not decide what to write.
 
+mod batch;
+pub mod etcd;
 mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use bytes::Bytes;
 
 use cap_std::fs::Dir;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use batch::Batch;
+use batch::{Op, json};
 pub use records::{
     AgentRecord, FrameworkRecord, PluginRecord, PluginVersionRecord, StatusRecord, TaskRecord,
 };
@@ -51,6 +54,15 @@ pub enum StoreError {
     /// The database is being opened again after a failed write.
     #[error("the database is closed while it is opened again after a failed write")]
     Closed,
+    /// etcd failed or could not be reached (the request is retried).
+    #[error("etcd: {0}")]
+    Etcd(String),
+    /// Another master holds the leader key: this one was deposed and must not write again.
+    #[error("this master is no longer the leader: another master holds the leader key")]
+    Deposed,
+    /// A write before this master won the election.
+    #[error("this master is not the leader")]
+    NotLeader,
     /// A record could not be decoded (written by an incompatible version, or corrupted).
     #[error("record {key}: {source}")]
     Decode {
@@ -71,170 +83,6 @@ macro_rules! db_err {
     )*};
 }
 db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
-
-/// One write.
-#[derive(Debug)]
-enum Op {
-    Meta(String, Option<Vec<u8>>),
-    Plugin(String, Option<Vec<u8>>),
-    PluginVersion(String, u32, Option<Vec<u8>>),
-    Framework(String, Option<Vec<u8>>),
-    /// Encoded when committed (on the writer thread).
-    Task(String, String, Option<Box<TaskRecord>>),
-    /// Encoded when committed (on the writer thread), and only if no later status of the task in the
-    /// same batch replaced it.
-    Status(String, String, Option<Box<StatusRecord>>),
-    /// The key and value shared with the framework's overlay (`master/kv.rs`), not copied.
-    Kv(String, Arc<str>, Option<Bytes>),
-    ClearKv(String),
-    Filter(String, String, Option<u64>),
-    Agent(String, Option<Vec<u8>>),
-    /// A write that a later write of the same key in the same batch replaced.
-    Replaced,
-}
-
-impl Op {
-    /// The table and key of a write that a later write of the same key may replace.
-    fn key(&self) -> Option<(u8, &str, &str)> {
-        match self {
-            Op::Task(f, t, _) => Some((0, f, t)),
-            Op::Status(f, t, _) => Some((1, f, t)),
-            Op::Kv(f, k, _) => Some((2, f, k)),
-            _ => None,
-        }
-    }
-}
-
-/// Writes collected during one master loop iteration, committed together.
-///
-/// A write of a task, a task status or a key-value entry replaces an earlier write of the same key in
-/// the same batch, in place of writing both: a task's STARTING and RUNNING, and the framework's receipt
-/// of them, usually land in the same loop iteration and need one write, not four. The replaced write is
-/// dropped and the new one goes at the end, so writes of different keys keep their order (a framework's
-/// data cleared and then written again stays written).
-#[derive(Debug, Default)]
-pub struct Batch {
-    ops: Vec<Op>,
-    /// The position of the latest keyed write, by a hash of its table and key (a hash collision only
-    /// means a replaceable write is not replaced: the key itself is compared).
-    latest: rustc_hash::FxHashMap<u64, usize>,
-    replaced: usize,
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    serde_json::to_writer(&mut out, value).expect("records serialize");
-    out
-}
-
-impl Batch {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// How many writes are pending (replaced ones not counted).
-    pub fn len(&self) -> usize {
-        self.ops.len() - self.replaced
-    }
-
-    /// Adds a write, replacing an earlier write of the same key in this batch.
-    fn push(&mut self, op: Op) {
-        if let Some(key) = op.key() {
-            use std::hash::BuildHasher as _;
-            let at = self.ops.len();
-            if let Some(previous) = self.latest.insert(rustc_hash::FxBuildHasher.hash_one(key), at)
-                && self.ops[previous].key() == Some(key)
-            {
-                self.ops[previous] = Op::Replaced;
-                self.replaced += 1;
-            }
-        }
-        self.ops.push(op);
-    }
-
-    /// Adds the writes of `later`, a batch made after this one, as if they had been made here in the same
-    /// order: committing the result leaves the store as committing the two one after the other would
-    /// (a key written in both is written once, with `later`'s value). The store writer merges batches
-    /// that queued up while it committed, to commit them in one transaction.
-    pub fn append(&mut self, later: Batch) {
-        for op in later.ops {
-            if !matches!(op, Op::Replaced) {
-                self.push(op);
-            }
-        }
-    }
-
-    /// Sets or clears a metadata value.
-    pub fn meta(&mut self, key: &str, value: Option<&str>) {
-        self.ops.push(Op::Meta(key.into(), value.map(|v| v.as_bytes().to_vec())));
-    }
-
-    /// Writes a plugin's record.
-    pub fn put_plugin(&mut self, name: &str, record: &PluginRecord) {
-        self.ops.push(Op::Plugin(name.into(), Some(json(record))));
-    }
-
-    /// Removes a plugin and all its version records.
-    pub fn delete_plugin(&mut self, name: &str, versions: impl IntoIterator<Item = u32>) {
-        self.ops.push(Op::Plugin(name.into(), None));
-        for v in versions {
-            self.ops.push(Op::PluginVersion(name.into(), v, None));
-        }
-    }
-
-    /// Writes a plugin version's record.
-    pub fn put_plugin_version(&mut self, name: &str, version: u32, record: &PluginVersionRecord) {
-        self.ops.push(Op::PluginVersion(name.into(), version, Some(json(record))));
-    }
-
-    /// Removes a plugin version's record (it fell out of the kept versions).
-    pub fn delete_plugin_version(&mut self, name: &str, version: u32) {
-        self.ops.push(Op::PluginVersion(name.into(), version, None));
-    }
-
-    /// Writes a framework.
-    pub fn put_framework(&mut self, name: &str, record: &FrameworkRecord) {
-        self.ops.push(Op::Framework(name.into(), Some(json(record))));
-    }
-
-    /// Removes a framework and its key-value data (its tasks are removed one by one as they end).
-    pub fn delete_framework(&mut self, name: &str) {
-        self.ops.push(Op::Framework(name.into(), None));
-        self.ops.push(Op::ClearKv(name.into()));
-    }
-
-    /// Writes a task's launch record.
-    pub fn put_task(&mut self, framework: &str, task: &str, record: TaskRecord) {
-        self.push(Op::Task(framework.into(), task.into(), Some(Box::new(record))));
-    }
-
-    /// Writes a task's latest status.
-    pub fn put_status(&mut self, framework: &str, task: &str, record: StatusRecord) {
-        self.push(Op::Status(framework.into(), task.into(), Some(Box::new(record))));
-    }
-
-    /// Forgets a task.
-    pub fn delete_task(&mut self, framework: &str, task: &str) {
-        self.push(Op::Task(framework.into(), task.into(), None));
-        self.push(Op::Status(framework.into(), task.into(), None));
-    }
-
-    /// Sets (`Some`) or removes (`None`) a framework's key.
-    pub fn kv(&mut self, framework: &str, key: Arc<str>, value: Option<Bytes>) {
-        self.push(Op::Kv(framework.into(), key, value));
-    }
-
-    /// Sets or removes a decline filter.
-    pub fn filter(&mut self, framework: &str, agent: &str, expires_ms: Option<u64>) {
-        self.ops.push(Op::Filter(framework.into(), agent.into(), expires_ms));
-    }
-
-    /// Writes an agent.
-    pub fn put_agent(&mut self, agent: &str, record: &AgentRecord) {
-        self.ops.push(Op::Agent(agent.into(), Some(json(record))));
-    }
-}
 
 /// Everything read back at start.
 #[derive(Debug, Default)]
@@ -269,6 +117,9 @@ pub struct Store {
     db: std::sync::RwLock<Option<Database>>,
     components: Dir,
     path: PathBuf,
+    /// With `[store] backend = "etcd"`: the shared state is there, and the local database keeps only what
+    /// belongs to this machine (its compiled-artifact ledger; components are cached as files).
+    remote: Option<etcd::Etcd>,
 }
 
 impl std::fmt::Debug for Store {
@@ -305,7 +156,25 @@ impl Store {
         txn.open_table(AGENTS)?;
         txn.open_table(ARTIFACTS)?;
         txn.commit()?;
-        Ok(Store { db: std::sync::RwLock::new(Some(db)), components, path })
+        Ok(Store { db: std::sync::RwLock::new(Some(db)), components, path, remote: None })
+    }
+
+    /// Opens the local part of the store in `data_dir` and keeps the shared state in etcd.
+    pub fn open_with_etcd(data_dir: &Path, etcd: etcd::Etcd) -> Result<Store, StoreError> {
+        let mut store = Store::open(data_dir)?;
+        store.remote = Some(etcd);
+        Ok(store)
+    }
+
+    /// The etcd connection, with `[store] backend = "etcd"`.
+    pub fn etcd(&self) -> Option<&etcd::Etcd> {
+        self.remote.as_ref()
+    }
+
+    /// Whether this master may act now: always with the local store; with etcd, while it holds the leader
+    /// key and its lease is certainly alive ([`etcd::Etcd::leading`]).
+    pub fn leading(&self) -> bool {
+        self.remote.as_ref().is_none_or(etcd::Etcd::leading)
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
@@ -330,6 +199,13 @@ impl Store {
 
     /// Stores a plugin component under its sha256 (a no-op when already there).
     pub fn put_component(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if let Some(etcd) = &self.remote {
+            etcd.put_component(sha256, bytes)?;
+        }
+        self.put_component_file(sha256, bytes)
+    }
+
+    fn put_component_file(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let name = format!("{sha256}.wasm");
         if self.components.exists(&name) {
             return Ok(());
@@ -344,6 +220,19 @@ impl Store {
 
     /// Reads a plugin component by sha256.
     pub fn component(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        if let Some(etcd) = &self.remote {
+            // The local copy is a cache: a component another master stored is fetched (and checked).
+            if let Ok(bytes) = self.component_file(sha256) {
+                return Ok(bytes);
+            }
+            let bytes = etcd.component(sha256)?;
+            self.put_component_file(sha256, &bytes)?;
+            return Ok(bytes);
+        }
+        self.component_file(sha256)
+    }
+
+    fn component_file(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         self.components
             .read(format!("{sha256}.wasm"))
             .map_err(io(format!("reading plugin component {sha256}")))
@@ -353,6 +242,9 @@ impl Store {
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(etcd) = &self.remote {
+            return etcd.commit(batch);
         }
         let txn = self.begin_write()?;
         {
@@ -415,6 +307,9 @@ impl Store {
 
     /// One value of a framework's data, as committed.
     pub fn kv_get(&self, framework: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(etcd) = &self.remote {
+            return etcd.kv_get(framework, key);
+        }
         let txn = self.begin_read()?;
         let value = txn.open_table(KV)?.get((framework, key))?.map(|v| v.value().to_vec());
         Ok(value)
@@ -428,6 +323,9 @@ impl Store {
         ) -> Result<T, StoreError> {
             serde_json::from_slice(bytes)
                 .map_err(|source| StoreError::Decode { key: key.to_string(), source })
+        }
+        if let Some(etcd) = &self.remote {
+            return etcd.load();
         }
         let txn = self.begin_read()?;
         let mut loaded = Loaded::default();
@@ -503,6 +401,7 @@ impl crate::runtime::ArtifactLedger for Store {
 mod tests {
     use super::*;
     use crate::runtime::{PluginKind, PluginLimits};
+    use bytes::Bytes;
 
     #[test]
     fn a_committed_batch_is_read_back_and_deletes_take_effect() {

@@ -1,0 +1,173 @@
+//! A real etcd cluster on loopback for the tests of several masters, and masters that share it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Master, eventually, free_port};
+use crate::provision;
+
+/// One etcd member.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of etcd members, each a process the test can kill and start again.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster has a leader. Transactions may hold 10,000 writes
+    /// (as the README's example configuration says), so every master batch is one transaction.
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                data: dir.path().join(format!("m{i}.etcd")),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+            })
+            .collect();
+        let token = format!("berth-test-{}-{}", std::process::id(), free_port());
+        let mut cluster = EtcdCluster { members, token, _dir: dir };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial: Vec<String> =
+            self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect();
+        let m = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).unwrap();
+        let child = Command::new(provision::etcd())
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--max-txn-ops", "10000", "--max-request-bytes", "10485760"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting etcd");
+        m.child = Some(child);
+    }
+
+    /// Waits until every running member says it is healthy (it has a leader).
+    pub fn wait_healthy(&self) {
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            let url = format!("http://127.0.0.1:{}/health", m.client);
+            eventually(&format!("etcd member {} to be healthy", m.name), Duration::from_secs(60), || {
+                let response = ureq::get(&url).call().ok()?;
+                let body: Value = serde_json::from_str(&response.into_body().read_to_string().ok()?).ok()?;
+                (body["health"] == "true").then_some(())
+            });
+        }
+    }
+
+    /// The client URLs of every member, as a TOML array.
+    pub fn endpoints_toml(&self) -> String {
+        let urls: Vec<String> =
+            self.members.iter().map(|m| format!("\"http://127.0.0.1:{}\"", m.client)).collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Kills member `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again with its data.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
+    /// The logs of every member.
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {}\n{}", m.name, std::fs::read_to_string(&m.log).unwrap_or_default()))
+            .collect()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The operator and agent tokens every master of a test shares.
+pub const TOKEN: &str = "ha-test-operator-token";
+pub const AGENT_TOKEN: &str = "ha-test-agent-token";
+
+/// Starts `n` masters (`berth serve --no-local-agent`) on `etcd` under one key prefix, with `extra` TOML
+/// appended to their configuration. The first one started leads.
+pub fn masters(etcd: &EtcdCluster, n: usize, extra: &str) -> Vec<Master> {
+    let prefix = format!("/berth-test-{}-{}", std::process::id(), free_port());
+    (0..n)
+        .map(|i| {
+            let config = format!(
+                "token = \"{TOKEN}\"\nagent_token = \"{AGENT_TOKEN}\"\n{extra}\n\n[store]\nbackend = \"etcd\"\n\n\
+                 [store.etcd]\nendpoints = {}\nprefix = \"{prefix}\"\nmax_txn_ops = 10000\nmax_request_bytes = 10000000\n",
+                etcd.endpoints_toml()
+            );
+            // Beside the etcd cluster's files: it outlives the masters, which read it again on a restart.
+            let file = etcd._dir.path().join(format!("master{i}-{}.toml", free_port()));
+            std::fs::write(&file, &config).unwrap();
+            Master::start_prepared(&["--no-local-agent", "--config", file.to_str().unwrap()], |data_dir| {
+                std::fs::create_dir_all(data_dir).unwrap();
+                std::fs::write(data_dir.join("token"), TOKEN).unwrap();
+                std::fs::write(data_dir.join("agent-token"), AGENT_TOKEN).unwrap();
+            })
+        })
+        .collect()
+}
+
+/// What `/v1/masters` on `master` says leads: its id and address.
+pub fn leader(master: &Master) -> Option<(String, String)> {
+    let (status, body) = master.request("GET", "/v1/masters", "");
+    if status != 200 {
+        return None;
+    }
+    let body: Value = serde_json::from_str(&body).ok()?;
+    let leader = &body["leader"];
+    Some((leader["id"].as_str()?.to_string(), leader["address"].as_str()?.to_string()))
+}
+
+/// Which of `masters` leads, by index, waiting for one to.
+pub fn leader_index(masters: &[Master]) -> usize {
+    eventually("a leader", Duration::from_secs(30), || {
+        masters
+            .iter()
+            .filter(|m| m.pid().is_some())
+            .find_map(leader)
+            .and_then(|(_, address)| masters.iter().position(|m| m.url == address && m.pid().is_some()))
+    })
+}

@@ -1,0 +1,179 @@
+//! Several masters on a real 3-member etcd cluster (Debian's etcd 3.4, started by the tests on loopback):
+//! a leader killed mid-deployment, a leader paused past its lease, etcd members lost.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use berth_tests::cluster::{Agent, Master, eventually};
+use berth_tests::etcd::{self, EtcdCluster, leader, leader_index};
+use serde_json::{Value, json};
+
+fn connected_nodes(master: &Master) -> usize {
+    master
+        .get("/v1/nodes")
+        .as_array()
+        .map(|nodes| nodes.iter().filter(|n| n["connected"] == true).count())
+        .unwrap_or(0)
+}
+
+/// Running tasks of a Marathon app, as `/v2/apps/<id>` counts them, and whether a deployment is under way.
+fn app_state(master: &Master, id: &str) -> Option<(u64, bool)> {
+    let (status, body) = master.request("GET", &format!("/v2/apps/{id}"), "");
+    if status != 200 {
+        return None;
+    }
+    let app: Value = serde_json::from_str(&body).ok()?;
+    let running = app["app"]["tasksRunning"].as_u64()?;
+    let deploying = !app["app"]["deployments"].as_array()?.is_empty();
+    Some((running, deploying))
+}
+
+/// The tasks the agents say they run, over all nodes.
+fn agents_running_tasks(master: &Master) -> u64 {
+    master
+        .get("/v1/nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
+        .sum()
+}
+
+fn assert_no_duplicate_launch(agents: &[Agent]) {
+    let duplicate = berth_host::agent::DUPLICATE_LAUNCH;
+    for agent in agents {
+        assert!(!agent.logs().contains(duplicate), "a duplicate launch on {}:\n{}", agent.name, agent.logs());
+    }
+}
+
+fn post_app(master: &Master, app: &Value) {
+    let (status, body) = master.request("POST", "/v2/apps", &app.to_string());
+    assert_eq!(status, 201, "{body}");
+}
+
+fn sim_agents(masters: &[Master], n: usize) -> Vec<Agent> {
+    (1..=n)
+        .map(|i| {
+            Agent::start_on_all(
+                masters,
+                &format!("node-{i}"),
+                &["--simulate", "--cpus", "16", "--mem", "65536"],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_leader_killed_during_a_thousand_task_deployment_is_replaced_in_seconds_and_no_task_is_lost_or_run_twice()
+{
+    let etcd = EtcdCluster::start(3);
+    // Launches per cycle are capped so that the deployment is still under way when the leader dies.
+    let mut masters =
+        etcd::masters(&etcd, 3, "[master]\nmax_launches_per_cycle = 40\nagent_timeout_ms = 30000");
+    let first = leader_index(&masters);
+    let standby = (first + 1) % 3;
+    let agents = sim_agents(&masters, 4);
+    eventually("four nodes", Duration::from_secs(30), || {
+        (connected_nodes(&masters[first]) == 4).then_some(())
+    });
+
+    // Posted through a standby: it proxies to the leader.
+    let app = json!({"id": "big", "instances": 1000, "cpus": 0.02, "mem": 8, "cmd": "sleep 3600",
+        "portDefinitions": [], "container": {"docker": {"image": "busybox"}}});
+    post_app(&masters[standby], &app);
+    eventually("200 tasks running", Duration::from_secs(60), || {
+        app_state(&masters[first], "big").filter(|(running, _)| *running >= 200).map(|_| ())
+    });
+    let (running_at_kill, deploying) = app_state(&masters[first], "big").unwrap();
+    assert!(deploying && running_at_kill < 1000, "the deployment is under way when the leader dies");
+
+    let old_address = masters[first].url.clone();
+    let killed = Instant::now();
+    masters[first].kill9();
+    let next = eventually("a new leader", Duration::from_secs(30), || {
+        masters.iter().filter(|m| m.pid().is_some()).find_map(|m| {
+            let (_, address) = leader(m)?;
+            (address != old_address).then(|| masters.iter().position(|m| m.url == address))?
+        })
+    });
+    let failover = killed.elapsed();
+    eprintln!(
+        "failover: a new leader {failover:?} after the leader was killed ({running_at_kill} tasks running)"
+    );
+    assert!(failover < Duration::from_secs(10), "a new leader within seconds (took {failover:?})");
+
+    // The new leader finishes the deployment: every task once, none lost.
+    let new = &masters[next];
+    eventually("1000 tasks running and the deployment done", Duration::from_secs(120), || {
+        (app_state(new, "big")? == (1000, false)).then_some(())
+    });
+    let tasks = new.tasks("marathon");
+    let ids: BTreeSet<&str> = tasks.iter().map(|t| t["task"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), tasks.len(), "task ids are unique");
+    let ended: Vec<&Value> = tasks.iter().filter(|t| t["state"] != "running").collect();
+    assert!(ended.is_empty(), "no task lost or ended: {:?}", &ended[..ended.len().min(5)]);
+    assert_eq!(tasks.len(), 1000);
+    eventually("the agents to run exactly 1000 tasks", Duration::from_secs(30), || {
+        (agents_running_tasks(new) == 1000).then_some(())
+    });
+    new.wait_cycles(3);
+    assert_eq!(agents_running_tasks(new), 1000, "no task was launched again");
+    assert_no_duplicate_launch(&agents);
+
+    // The killed master comes back as a standby, and shows in /v1/masters.
+    masters[first].restart();
+    let view = masters[first].get("/v1/masters");
+    let listed = view["masters"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{view}");
+    assert_eq!(listed.iter().filter(|m| m["leader"] == true).count(), 1, "{view}");
+    assert_eq!(view["leader"]["address"], masters[next].url.as_str(), "{view}");
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_never_acts_as_leader_again() {
+    let etcd = EtcdCluster::start(3);
+    let mut masters = etcd::masters(&etcd, 3, "[master]\nagent_timeout_ms = 30000");
+    let first = leader_index(&masters);
+    let agents = sim_agents(&masters, 2);
+    eventually("two nodes", Duration::from_secs(30), || {
+        (connected_nodes(&masters[first]) == 2).then_some(())
+    });
+    let app = json!({"id": "web", "instances": 2, "cpus": 0.1, "mem": 16, "cmd": "sleep 3600",
+        "portDefinitions": [], "container": {"docker": {"image": "busybox"}}});
+    post_app(&masters[first], &app);
+    eventually("two tasks running", Duration::from_secs(30), || {
+        (app_state(&masters[first], "web")? == (2, false)).then_some(())
+    });
+
+    masters[first].signal("-STOP");
+    let old_address = masters[first].url.clone();
+    let next = eventually("a new leader while the old one is paused", Duration::from_secs(30), || {
+        masters.iter().enumerate().filter(|(i, _)| *i != first).find_map(|(_, m)| {
+            let (_, address) = leader(m)?;
+            (address != old_address).then(|| masters.iter().position(|m| m.url == address))?
+        })
+    });
+    // The new leader changes the app while the old one sleeps.
+    let (status, body) = masters[next].request("PUT", "/v2/apps/web", &json!({"instances": 3}).to_string());
+    assert!(status == 200 || status == 201, "{status}: {body}");
+    eventually("three tasks running", Duration::from_secs(60), || {
+        (app_state(&masters[next], "web")? == (3, false)).then_some(())
+    });
+    let before: BTreeSet<String> =
+        masters[next].tasks("marathon").iter().map(|t| format!("{}:{}", t["task"], t["state"])).collect();
+
+    // Woken up, the old leader exits before it does anything as leader.
+    masters[first].signal("-CONT");
+    let exit = masters[first].wait_exit(Duration::from_secs(10)).expect("the deposed leader exits");
+    assert_eq!(exit.code(), Some(berth_host::store::etcd::EXIT_DEPOSED), "{}", masters[first].logs());
+    assert!(masters[first].logs().contains("no longer the leader"), "{}", masters[first].logs());
+
+    // Nothing it held changed anything: the same tasks, each run once, and the new leader still leads.
+    masters[next].wait_cycles(5);
+    let after: BTreeSet<String> =
+        masters[next].tasks("marathon").iter().map(|t| format!("{}:{}", t["task"], t["state"])).collect();
+    assert_eq!(after, before);
+    assert_eq!(agents_running_tasks(&masters[next]), 3);
+    assert_eq!(leader(&masters[next]).map(|(_, a)| a), Some(masters[next].url.clone()));
+    assert_no_duplicate_launch(&agents);
+}
