@@ -166,9 +166,11 @@ async fn events(State(state): State<HttpState>, Query(params): Query<Vec<(String
 /// slow plugin does not make it fail.
 async fn health(State(state): State<HttpState>) -> Response {
     if let Some((error, since)) = state.handle.store_failure() {
+        let hint =
+            if error.starts_with("etcd") { "is etcd reachable, with a quorum?" } else { "is the disk full?" };
         let message = format!(
             "the store cannot be written since {} ({error}): nothing is acknowledged until it can; the master \
-             retries (is the disk full?)\n",
+             retries ({hint})\n",
             crate::model::iso_ms(since)
         );
         return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();

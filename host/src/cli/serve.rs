@@ -142,10 +142,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let advertise = config.advertise.clone().unwrap_or_else(|| format!("{scheme}://{address}"));
 
     // With several masters: stand by (proxying the API to the leader) until this one leads.
+    let mut election = None;
     let (listener, masters) = match config.store.backend {
         StoreBackend::Redb => (listener, single_master(advertise)),
         StoreBackend::Etcd => {
-            let election = ha::Election::start(store.clone(), advertise).await?;
+            let elected = ha::Election::start(store.clone(), advertise).await?;
+            election = Some(elected.clone());
+            let election = elected;
             tokio::spawn(ha::warm_plugins(election.clone(), runtime));
             let listener = listener.into_std()?;
             let standby_listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
@@ -165,6 +168,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 _ = election.won() => {}
                 _ = wait_for_signal() => {
                     tracing::info!(target: "berth", "shutting down");
+                    election.resign().await;
                     return Ok(());
                 }
             }
@@ -208,6 +212,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = server.await;
     handle.shutdown();
     let _ = tokio::task::spawn_blocking(move || master_thread.join()).await;
+    // Only once the master has stopped: nothing it decided can be sent after another master leads.
+    if let Some(election) = election {
+        election.resign().await;
+    }
     Ok(())
 }
 

@@ -52,6 +52,8 @@ pub struct View {
     pub leader: Option<LeaderInfo>,
     /// Set once this master won.
     pub won: Option<Fence>,
+    /// Why etcd cannot be reached, while it cannot (a standby shows it at `/health`).
+    pub etcd_error: Option<String>,
 }
 
 /// This master's part in the election.
@@ -60,6 +62,8 @@ pub struct Election {
     me: MasterInfo,
     lease: AtomicI64,
     view: watch::Sender<View>,
+    /// Set by [`Election::resign`]: the lease ends on purpose, and nothing abdicates over it.
+    resigning: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Election {
@@ -87,6 +91,7 @@ impl Election {
             me,
             lease: AtomicI64::new(lease),
             view: watch::channel(View::default()).0,
+            resigning: Default::default(),
         });
         election.register().await;
         tokio::spawn(election.clone().keep_alive());
@@ -160,7 +165,14 @@ impl Election {
                     })),
                 }],
             };
-            match self.etcd().txn(request).await {
+            let result = self.etcd().txn(request).await;
+            let error = result.as_ref().err().map(|e| e.message().to_string());
+            self.view.send_if_modified(|v| {
+                let changed = v.etcd_error != error;
+                v.etcd_error = error;
+                changed
+            });
+            match result {
                 Ok(reply) if reply.succeeded => {
                     // The key was created by this transaction: its creation revision is the revision
                     // the transaction produced.
@@ -175,11 +187,29 @@ impl Election {
                     return;
                 }
                 Ok(reply) => {
-                    let leader = reply.responses.into_iter().find_map(|r| match r.response {
+                    let key = reply.responses.into_iter().find_map(|r| match r.response {
                         Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
                         _ => None,
                     });
-                    let leader = leader.and_then(|kv| serde_json::from_slice::<LeaderInfo>(&kv.value).ok());
+                    let leader =
+                        key.as_ref().and_then(|kv| serde_json::from_slice::<LeaderInfo>(&kv.value).ok());
+                    // A campaign whose answer was lost (a timeout while etcd applied it) finds its own key:
+                    // this master won then, and leads now with the key as it was created.
+                    if let (Some(kv), Some(info)) = (&key, &leader)
+                        && info.id == self.me.id
+                        && kv.lease == self.lease.load(Ordering::Acquire)
+                    {
+                        let fence = Fence { create_revision: kv.create_revision };
+                        self.etcd().set_fence(fence);
+                        tracing::info!(target: "berth.ha", id = %self.me.id, revision = kv.create_revision,
+                            "this master is the leader (its campaign's answer was lost)");
+                        let info = info.clone();
+                        self.view.send_modify(|v| {
+                            v.leader = Some(info);
+                            v.won = Some(fence);
+                        });
+                        return;
+                    }
                     self.view.send_if_modified(|v| {
                         let changed = v.leader != leader;
                         if changed {
@@ -223,10 +253,17 @@ impl Election {
             };
             loop {
                 match tokio::time::timeout(Duration::from_secs(1), replies.message()).await {
+                    Ok(Ok(Some(reply))) if etcd.same_cluster(reply.header.as_ref()).is_err() => {
+                        tracing::warn!(target: "berth.ha", "a lease renewal was answered by another etcd cluster; reconnecting");
+                        break;
+                    }
                     Ok(Ok(Some(reply))) if reply.ttl > 0 => {
                         etcd.lease_alive_until(sent + Duration::from_secs(reply.ttl as u64));
                     }
                     Ok(Ok(Some(_))) => {
+                        if self.resigning.load(Ordering::Acquire) {
+                            return;
+                        }
                         if self.view.borrow().won.is_some() {
                             abdicate("the leader lease expired");
                         }
@@ -259,8 +296,29 @@ impl Election {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
+            if self.resigning.load(Ordering::Acquire) {
+                return;
+            }
             if self.view.borrow().won.is_some() && !self.store.leading() {
                 abdicate("the leader lease could not be renewed in time");
+            }
+        }
+    }
+
+    /// Gives up the lease (at a clean shutdown): the leader key goes with it, and a standby takes over at
+    /// once instead of after the lease's TTL.
+    pub async fn resign(&self) {
+        self.resigning.store(true, Ordering::Release);
+        let lease = self.lease.load(Ordering::Acquire);
+        match tokio::time::timeout(Duration::from_secs(2), self.etcd().revoke(lease)).await {
+            Ok(Ok(())) => {
+                tracing::info!(target: "berth.ha", "lease revoked: another master may lead at once")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target: "berth.ha", error = %e.message(), "cannot revoke the lease; it expires on its own")
+            }
+            Err(_) => {
+                tracing::warn!(target: "berth.ha", "etcd did not answer the revocation; the lease expires on its own")
             }
         }
     }

@@ -58,6 +58,7 @@ async fn health(State(p): State<Proxy>) -> Response {
         "status": "standby",
         "leader": view.leader,
         "self": p.election.me(),
+        "etcd": view.etcd_error.as_deref().map_or_else(|| "reachable".to_string(), |e| format!("unreachable: {e}")),
     }))
     .into_response()
 }
@@ -99,6 +100,11 @@ async fn forward(State(p): State<Proxy>, mut request: Request) -> Response {
         if grpc { grpc_error(message) } else { error(StatusCode::SERVICE_UNAVAILABLE, message) }
     };
     let view = p.election.view();
+    if let Some(e) = &view.etcd_error {
+        return fail(&format!(
+            "this master is a standby and cannot reach etcd ({e}): no leader can be elected"
+        ));
+    }
     let Some(leader) = view.leader.filter(|l| l.id != p.election.me().id) else {
         return fail("this master is a standby and no leader is elected yet; retry shortly");
     };

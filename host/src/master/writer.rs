@@ -191,14 +191,21 @@ fn commit(store: &Store, batch: &Batch, progress: &Progress) {
             }
             Err(e) => {
                 if progress.failed(e.to_string()) {
-                    tracing::error!(target: "berth.master", error = %e, writes = batch.len(),
-                        "cannot persist state: nothing is acknowledged until it can (is the disk full?); retrying");
+                    let hint = match e {
+                        StoreError::Etcd(_) => "is etcd reachable, with a quorum?",
+                        _ => "is the disk full?",
+                    };
+                    tracing::error!(target: "berth.master", error = %e, writes = batch.len(), hint,
+                        "cannot persist state: nothing is acknowledged until it can; retrying");
                 } else {
                     tracing::warn!(target: "berth.master", error = %e, "the store still cannot be written; retrying");
                 }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
-                if let Err(e) = store.reopen() {
+                // etcd errors are the network's or the cluster's: only the local database needs reopening.
+                if !matches!(e, StoreError::Etcd(_))
+                    && let Err(e) = store.reopen()
+                {
                     tracing::warn!(target: "berth.master", error = %e, "reopening the store failed; retrying");
                 }
             }

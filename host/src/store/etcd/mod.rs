@@ -123,6 +123,8 @@ pub struct Etcd {
     /// answered, plus the lease's TTL. Past it, etcd may have expired the lease and elected another leader.
     lease_valid_until: Mutex<Option<std::time::Instant>>,
     runtime: tokio::runtime::Handle,
+    /// The id of the etcd cluster, from its first reply (0 until then).
+    cluster: std::sync::atomic::AtomicU64,
     /// Every framework's data as committed, by framework and key: loaded with the state and kept by
     /// [`Etcd::commit`]. Plugins read their data back during their calls, inside their deadline, and a
     /// round trip to etcd per read would not fit; only the leader writes, so this is what etcd holds.
@@ -214,6 +216,7 @@ impl Etcd {
             fence: Mutex::new(None),
             lease_valid_until: Mutex::new(None),
             data: std::sync::RwLock::new(HashMap::new()),
+            cluster: Default::default(),
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -300,6 +303,7 @@ impl Etcd {
                 })
                 .await?
                 .into_inner();
+            self.same_cluster(reply.header.as_ref())?;
             if revision == 0 {
                 revision = reply.header.as_ref().map_or(0, |h| h.revision);
             }
@@ -318,12 +322,34 @@ impl Etcd {
     /// Reads one key.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<pb::KeyValue>, tonic::Status> {
         let reply = self.kv.clone().range(pb::RangeRequest { key, ..Default::default() }).await?.into_inner();
+        self.same_cluster(reply.header.as_ref())?;
         Ok(reply.kvs.into_iter().next())
     }
 
     /// Runs a transaction.
     pub async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, tonic::Status> {
-        Ok(self.kv.clone().txn(request).await?.into_inner())
+        let reply = self.kv.clone().txn(request).await?.into_inner();
+        self.same_cluster(reply.header.as_ref())?;
+        Ok(reply)
+    }
+
+    /// Checks that a reply comes from the cluster the first reply came from: an endpoint that now
+    /// belongs to another etcd cluster (an address reused, a member replaced by a stranger) must not
+    /// answer for this one.
+    pub fn same_cluster(&self, header: Option<&pb::ResponseHeader>) -> Result<(), tonic::Status> {
+        let Some(id) = header.map(|h| h.cluster_id).filter(|id| *id != 0) else { return Ok(()) };
+        match self.cluster.compare_exchange(
+            0,
+            id,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(known) if known == id => Ok(()),
+            Err(known) => Err(tonic::Status::failed_precondition(format!(
+                "an etcd endpoint answered for cluster {id:x}, not for cluster {known:x} the masters share"
+            ))),
+        }
     }
 
     /// Grants a lease of `ttl_s` seconds; returns its id and the TTL etcd chose.
@@ -334,6 +360,7 @@ impl Etcd {
             .lease_grant(pb::LeaseGrantRequest { ttl: ttl_s as i64, id: 0 })
             .await?
             .into_inner();
+        self.same_cluster(reply.header.as_ref())?;
         if !reply.error.is_empty() {
             return Err(tonic::Status::unavailable(reply.error));
         }

@@ -187,8 +187,9 @@ impl Etcd {
             .into_iter()
             .filter_map(|kv| {
                 let record: PluginVersionRecord = serde_json::from_slice(&kv.value).ok()?;
-                let label = String::from_utf8_lossy(&kv.key[prefix.len()..]).replace('/', "@v");
-                Some((record, unpart(&label)))
+                let key = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+                let (name, number) = key.split_once('/')?;
+                Some((record, format!("{}@v{}", unpart(name), number.parse::<u32>().ok()?)))
             })
             .collect())
     }
