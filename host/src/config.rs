@@ -132,7 +132,12 @@ impl ServeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.store.backend == StoreBackend::Etcd {
             self.store.etcd.validate()?;
-            if self.agent.enabled || self.agent.simulate_nodes > 0 {
+            // Simulated nodes (benchmarks) join the leader in-process once it leads; a Docker agent would
+            // leave its machine unused for as long as its master stands by.
+            if self.agent.enabled
+                && self.agent.simulate_nodes == 0
+                && self.agent.backend == crate::agent::BackendKind::Docker
+            {
                 bail!(
                     "with store.backend = \"etcd\" berth serve runs a master only (a standby has no master for a \
                      local agent to join): set agent.enabled = false (or --no-local-agent) and start agents with \
@@ -275,6 +280,26 @@ mod tests {
         config.master.agent_timeout_ms = 500;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("agent_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn an_etcd_store_needs_shared_tokens_and_no_local_docker_agent() {
+        let etcd = "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\n";
+        let config: ServeConfig = toml::from_str(etcd).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("agent.enabled = false"), "{err}");
+        let mut config: ServeConfig = toml::from_str(etcd).unwrap();
+        config.agent.enabled = false;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`token` and `agent_token`"), "{err}");
+        config.token = Some("t".into());
+        config.agent_token = Some("a".into());
+        config.validate().unwrap();
+        config.store.etcd.prefix = "berth/".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("store.etcd.prefix"), "{err}");
+        let err = toml::from_str::<ServeConfig>("[store]\nbackend = \"zookeeper\"").unwrap_err().to_string();
+        assert!(err.contains("zookeeper"), "{err}");
     }
 
     #[test]

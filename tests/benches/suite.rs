@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use berth_tests::bench::allocation::{self, Matrix};
 use berth_tests::bench::docker::{self, Launches};
+use berth_tests::bench::ha;
 use berth_tests::bench::hotswap::{self, HotSwap};
-use berth_tests::bench::ms;
 use berth_tests::bench::placement::{self, Placement};
+use berth_tests::bench::{ms, quantile};
 
 /// The allocator the `berth` binary uses (see `host/src/main.rs`), so that the allocation part measures the
 /// master's call to the allocator plugin, and the native policy beside it, with the same `malloc`.
@@ -23,7 +24,7 @@ use berth_tests::bench::placement::{self, Placement};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const PARTS: [&str; 4] = ["allocation", "hotswap", "placement", "docker"];
+const PARTS: [&str; 5] = ["allocation", "hotswap", "placement", "docker", "ha"];
 
 /// One line of the results table.
 struct Row {
@@ -73,6 +74,9 @@ fn main() {
     if wants("docker") {
         rows.extend(docker_rows());
     }
+    if wants("ha") {
+        rows.extend(ha_rows());
+    }
 
     // A run of some parts writes a file of its own, so that it never replaces a full run's table.
     let full = PARTS.iter().all(|p| wants(p));
@@ -103,6 +107,54 @@ fn main() {
         Ok(()) => eprintln!("written to {}", path.display()),
         Err(e) => eprintln!("could not write {}: {e}", path.display()),
     }
+}
+
+fn ha_rows() -> Vec<Row> {
+    let setup = Placement { nodes: 1_000, apps: 20, instances: 1_000, clients: 4 };
+    eprintln!("== ha: placement on redb and on a 3-member etcd, {setup:?}");
+    let (redb, etcd) = ha::placement_side_by_side(setup);
+    eprintln!("redb: {redb:?}\netcd: {etcd:?}");
+    let what =
+        format!("{}k simulated nodes, {} apps × {} tasks", setup.nodes / 1000, setup.apps, setup.instances);
+    let kills = 20;
+    eprintln!("== ha: {kills} kills of the leader, 3 masters on a 3-member etcd");
+    let mut f = ha::failovers(kills);
+    let (e50, e99) = (ms(quantile(&mut f.elected, 0.5)), ms(quantile(&mut f.elected, 0.99)));
+    let (s50, s99) = (ms(quantile(&mut f.serving, 0.5)), ms(quantile(&mut f.serving, 0.99)));
+    vec![
+        row(
+            format!("tasks placed per second, store on etcd / on redb ({what}; ratio etcd:redb)"),
+            format!(
+                "{:.0} / {:.0}/s ({:.2})",
+                etcd.tasks_per_s,
+                redb.tasks_per_s,
+                etcd.tasks_per_s / redb.tasks_per_s
+            ),
+            "",
+            None,
+        ),
+        row(
+            format!("offer cycle p99 during placement, etcd / redb ({what})"),
+            format!("{:.1} / {:.1} ms", etcd.cycle_p99_ms, redb.cycle_p99_ms),
+            "≤ 50 ms",
+            Some(etcd.cycle_p99_ms <= 50.0),
+        ),
+        row(
+            format!(
+                "failover: kill -9 of the leader → a new leader, p50 / p99 over {kills} kills (lease 3 s)"
+            ),
+            format!("{e50:.0} / {e99:.0} ms"),
+            "≤ 5 s",
+            Some(e99 <= 5000.0),
+        )
+        .anchor("Mesos documents 4-8 s (ZooKeeper session timeout)"),
+        row(
+            format!("failover: kill -9 → the new leader serving, agents back, p50 / p99 over {kills} kills"),
+            format!("{s50:.0} / {s99:.0} ms"),
+            "",
+            None,
+        ),
+    ]
 }
 
 fn allocation_rows() -> Vec<Row> {

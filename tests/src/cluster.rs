@@ -101,6 +101,11 @@ impl Master {
         Master::launch(args.iter().map(|s| s.to_string()).collect(), "warn")
     }
 
+    /// Like [`Master::start_for_benchmark`], calling `prepare` with the data directory first.
+    pub fn start_for_benchmark_prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Master {
+        Master::launch_prepared(args.iter().map(|s| s.to_string()).collect(), "warn", None, prepare)
+    }
+
     /// Starts a master serving TLS (`args` name its certificate and key); clients verify it with `ca`.
     /// The test's own requests present `client` (certificate, key) when given.
     pub fn start_tls(args: &[&str], ca: &Path, client: Option<(&Path, &Path)>) -> Master {

@@ -127,25 +127,54 @@ impl Drop for EtcdCluster {
 pub const TOKEN: &str = "ha-test-operator-token";
 pub const AGENT_TOKEN: &str = "ha-test-agent-token";
 
+/// A configuration file for a master on `etcd` under `prefix`, with `extra` TOML (top-level keys and
+/// sections) before the store's section. It lives beside the etcd cluster's files, which outlive the
+/// masters (they read it again on a restart).
+pub fn config_file(etcd: &EtcdCluster, prefix: &str, extra: &str) -> PathBuf {
+    let config = format!(
+        "token = \"{TOKEN}\"\nagent_token = \"{AGENT_TOKEN}\"\n{extra}\n\n[store]\nbackend = \"etcd\"\n\n\
+         [store.etcd]\nendpoints = {}\nprefix = \"{prefix}\"\nmax_txn_ops = 10000\nmax_request_bytes = 10000000\n",
+        etcd.endpoints_toml()
+    );
+    let file = etcd._dir.path().join(format!("master-{}.toml", free_port()));
+    std::fs::write(&file, &config).unwrap();
+    file
+}
+
+/// Writes the shared tokens where [`Master::token`] reads them.
+pub fn write_tokens(data_dir: &std::path::Path) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(data_dir.join("token"), TOKEN).unwrap();
+    std::fs::write(data_dir.join("agent-token"), AGENT_TOKEN).unwrap();
+}
+
+/// A key prefix of its own for one test's or benchmark's masters.
+pub fn unique_prefix() -> String {
+    format!("/berth-test-{}-{}", std::process::id(), free_port())
+}
+
 /// Starts `n` masters (`berth serve --no-local-agent`) on `etcd` under one key prefix, with `extra` TOML
-/// appended to their configuration. The first one started leads.
+/// in their configuration. The first one started leads.
 pub fn masters(etcd: &EtcdCluster, n: usize, extra: &str) -> Vec<Master> {
-    let prefix = format!("/berth-test-{}-{}", std::process::id(), free_port());
+    let prefix = unique_prefix();
     (0..n)
-        .map(|i| {
-            let config = format!(
-                "token = \"{TOKEN}\"\nagent_token = \"{AGENT_TOKEN}\"\n{extra}\n\n[store]\nbackend = \"etcd\"\n\n\
-                 [store.etcd]\nendpoints = {}\nprefix = \"{prefix}\"\nmax_txn_ops = 10000\nmax_request_bytes = 10000000\n",
-                etcd.endpoints_toml()
-            );
-            // Beside the etcd cluster's files: it outlives the masters, which read it again on a restart.
-            let file = etcd._dir.path().join(format!("master{i}-{}.toml", free_port()));
-            std::fs::write(&file, &config).unwrap();
-            Master::start_prepared(&["--no-local-agent", "--config", file.to_str().unwrap()], |data_dir| {
-                std::fs::create_dir_all(data_dir).unwrap();
-                std::fs::write(data_dir.join("token"), TOKEN).unwrap();
-                std::fs::write(data_dir.join("agent-token"), AGENT_TOKEN).unwrap();
-            })
+        .map(|_| {
+            let file = config_file(etcd, &prefix, extra);
+            Master::start_prepared(&["--no-local-agent", "--config", file.to_str().unwrap()], write_tokens)
+        })
+        .collect()
+}
+
+/// Like [`masters`], logging warnings only (for benchmarks).
+pub fn quiet_masters(etcd: &EtcdCluster, n: usize, extra: &str) -> Vec<Master> {
+    let prefix = unique_prefix();
+    (0..n)
+        .map(|_| {
+            let file = config_file(etcd, &prefix, extra);
+            Master::start_for_benchmark_prepared(
+                &["--no-local-agent", "--config", file.to_str().unwrap()],
+                write_tokens,
+            )
         })
         .collect()
 }

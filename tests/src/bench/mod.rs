@@ -7,6 +7,7 @@
 
 pub mod allocation;
 pub mod docker;
+pub mod ha;
 pub mod hotswap;
 pub mod placement;
 

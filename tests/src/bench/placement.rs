@@ -74,15 +74,17 @@ impl Placed {
 
 /// The master a placement runs against: `nodes` simulated agents, warnings-only logs.
 pub fn master(nodes: u32) -> Master {
+    master_with(nodes, &[], |_| {})
+}
+
+/// Like [`master`], with `extra` arguments (`--config` of a store on etcd, say) and `prepare` called with
+/// the data directory before the master starts.
+pub fn master_with(nodes: u32, extra: &[&str], prepare: impl FnOnce(&std::path::Path)) -> Master {
     let nodes_arg = nodes.to_string();
-    let master = Master::start_for_benchmark(&[
-        "--simulate-nodes",
-        &nodes_arg,
-        "--agent-ports",
-        "31000-32000",
-        "--agent-timeout-ms",
-        "60000",
-    ]);
+    let mut args =
+        vec!["--simulate-nodes", &nodes_arg, "--agent-ports", "31000-32000", "--agent-timeout-ms", "60000"];
+    args.extend_from_slice(extra);
+    let master = Master::start_for_benchmark_prepared(&args, prepare);
     eventually("every simulated node to join", Duration::from_secs(300), || {
         let joined = master.get("/v1/nodes").as_array().map_or(0, |n| n.len());
         (joined >= nodes as usize).then_some(())
