@@ -102,8 +102,12 @@ fn a_leader_killed_during_a_thousand_task_deployment_is_replaced_in_seconds_and_
     );
     assert!(failover < Duration::from_secs(10), "a new leader within seconds (took {failover:?})");
 
-    // The new leader finishes the deployment: every task once, none lost.
+    // The new leader starts from the copy of the state it kept while it stood by, not from a read of etcd.
     let new = &masters[next];
+    eventually("the new leader to start", Duration::from_secs(30), || {
+        new.logs().contains("taking over with the state followed while standing by").then_some(())
+    });
+    // It finishes the deployment: every task once, none lost.
     eventually("1000 tasks running and the deployment done", Duration::from_secs(120), || {
         (app_state(new, "big")? == (1000, false)).then_some(())
     });

@@ -97,6 +97,8 @@ impl Election {
         tokio::spawn(election.clone().keep_alive());
         tokio::spawn(election.clone().campaign());
         tokio::spawn(election.clone().watchdog());
+        let following = store.clone();
+        tokio::spawn(async move { following.etcd().expect("checked above").follow_state().await });
         Ok(election)
     }
 

@@ -24,6 +24,7 @@ use pb::lease_client::LeaseClient;
 use serde::Deserialize;
 use tonic::transport::{Channel, Endpoint};
 
+mod mirror;
 mod state;
 
 use super::StoreError;
@@ -116,6 +117,10 @@ pub struct Etcd {
     lease: LeaseClient<Channel>,
     /// For the lease keep-alive stream only: no per-request timeout.
     stream: LeaseClient<Channel>,
+    /// For the standby's watch of the state (no per-request timeout either).
+    watch: pb::watch_client::WatchClient<Channel>,
+    /// A standby's copy of the state (`mirror.rs`).
+    mirror: Mutex<mirror::Mirror>,
     prefix: String,
     settings: EtcdSettings,
     fence: Mutex<Option<Fence>>,
@@ -210,7 +215,9 @@ impl Etcd {
         Ok(Etcd {
             kv: KvClient::new(unary.clone()).max_decoding_message_size(MAX_REPLY),
             lease: LeaseClient::new(unary),
-            stream: LeaseClient::new(streaming),
+            stream: LeaseClient::new(streaming.clone()),
+            watch: pb::watch_client::WatchClient::new(streaming).max_decoding_message_size(MAX_REPLY),
+            mirror: Mutex::new(mirror::Mirror::default()),
             prefix: settings.prefix.clone(),
             settings: settings.clone(),
             fence: Mutex::new(None),
@@ -286,6 +293,11 @@ impl Etcd {
 
     /// Reads every key starting with `prefix` (in pages, at one revision), as (key, value) pairs.
     pub async fn range_prefix(&self, prefix: &[u8]) -> Result<Vec<pb::KeyValue>, tonic::Status> {
+        Ok(self.range_prefix_at(prefix).await?.0)
+    }
+
+    /// Like [`Etcd::range_prefix`], with the revision read at.
+    pub async fn range_prefix_at(&self, prefix: &[u8]) -> Result<(Vec<pb::KeyValue>, i64), tonic::Status> {
         let end = prefix_end(prefix);
         let mut out = Vec::new();
         let mut from = prefix.to_vec();
@@ -314,7 +326,7 @@ impl Etcd {
             }
             out.extend(reply.kvs);
             if !more {
-                return Ok(out);
+                return Ok((out, revision));
             }
         }
     }

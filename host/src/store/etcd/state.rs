@@ -115,10 +115,25 @@ impl Etcd {
     }
 
     /// Reads everything back.
+    ///
+    /// A master that just won the election takes the copy it kept current while it stood by
+    /// (`mirror.rs`), once that copy has caught up with the revision of its own leader key (every write of
+    /// the previous leader came before it); if it does not within two seconds, it reads etcd.
     pub fn load(&self) -> Result<Loaded, StoreError> {
         let base = format!("{}/state/", self.prefix);
-        let all =
-            self.block_on(self.range_prefix(base.as_bytes())).map_err(|e| unavailable("loading state", e))?;
+        let all: Vec<(Vec<u8>, Vec<u8>)> = match self.take_mirror(std::time::Duration::from_secs(2)) {
+            Some(entries) => entries.into_iter().collect(),
+            None => self
+                .block_on(self.range_prefix(base.as_bytes()))
+                .map_err(|e| unavailable("loading state", e))?
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect(),
+        };
+        self.decode_state(&base, all)
+    }
+
+    fn decode_state(&self, base: &str, all: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Loaded, StoreError> {
         let mut loaded = Loaded::default();
         let mut statuses: BTreeMap<(String, String), StatusRecord> = BTreeMap::new();
         let mut tasks: Vec<((String, String), TaskRecord)> = Vec::new();
@@ -126,8 +141,9 @@ impl Etcd {
             serde_json::from_slice(bytes)
                 .map_err(|source| StoreError::Decode { key: key.to_string(), source })
         }
-        for kv in all {
-            let key = String::from_utf8_lossy(&kv.key[base.len()..]).into_owned();
+        for (key, value) in all {
+            let Some(key) = key.strip_prefix(base.as_bytes()) else { continue };
+            let key = String::from_utf8_lossy(key).into_owned();
             let (table, rest) = key.split_once('/').unwrap_or((&key, ""));
             let parts: Vec<String> = rest.splitn(2, '/').map(unpart).collect();
             let pair = || -> Result<(String, String), StoreError> {
@@ -137,31 +153,31 @@ impl Etcd {
                 }
             };
             match table {
-                "meta" => drop(
-                    loaded.meta.insert(parts[0].clone(), String::from_utf8_lossy(&kv.value).into_owned()),
-                ),
-                "plugins" => drop(loaded.plugins.insert(parts[0].clone(), decode(&key, &kv.value)?)),
+                "meta" => {
+                    drop(loaded.meta.insert(parts[0].clone(), String::from_utf8_lossy(&value).into_owned()))
+                }
+                "plugins" => drop(loaded.plugins.insert(parts[0].clone(), decode(&key, &value)?)),
                 "plugin_versions" => {
                     let (name, n) = pair()?;
                     let n: u32 =
                         n.parse().map_err(|_| StoreError::Etcd(format!("malformed key `{key}` in etcd")))?;
-                    loaded.plugin_versions.insert((name, n), decode(&key, &kv.value)?);
+                    loaded.plugin_versions.insert((name, n), decode(&key, &value)?);
                 }
-                "frameworks" => drop(loaded.frameworks.insert(parts[0].clone(), decode(&key, &kv.value)?)),
-                "tasks" => tasks.push((pair()?, decode(&key, &kv.value)?)),
-                "status" => drop(statuses.insert(pair()?, decode(&key, &kv.value)?)),
+                "frameworks" => drop(loaded.frameworks.insert(parts[0].clone(), decode(&key, &value)?)),
+                "tasks" => tasks.push((pair()?, decode(&key, &value)?)),
+                "status" => drop(statuses.insert(pair()?, decode(&key, &value)?)),
                 "kv" => {
                     let (f, k) = pair()?;
-                    loaded.kv.entry(f).or_default().insert(k, kv.value);
+                    loaded.kv.entry(f).or_default().insert(k, value);
                 }
                 "filters" => {
                     let (f, a) = pair()?;
-                    let expiry = String::from_utf8_lossy(&kv.value)
+                    let expiry = String::from_utf8_lossy(&value)
                         .parse()
                         .map_err(|_| StoreError::Etcd(format!("malformed filter `{key}` in etcd")))?;
                     loaded.filters.push((f, a, expiry));
                 }
-                "agents" => drop(loaded.agents.insert(parts[0].clone(), decode(&key, &kv.value)?)),
+                "agents" => drop(loaded.agents.insert(parts[0].clone(), decode(&key, &value)?)),
                 _ => tracing::warn!(target: "berth.store", key, "an unknown key in etcd is ignored"),
             }
         }
