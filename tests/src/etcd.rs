@@ -23,6 +23,9 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     token: String,
+    /// With TLS on the client port: the CA, the server certificate and its key; clients must present a
+    /// certificate of the same CA.
+    tls: Option<[PathBuf; 3]>,
     _dir: tempfile::TempDir,
 }
 
@@ -30,6 +33,16 @@ impl EtcdCluster {
     /// Starts `n` members and waits until the cluster has a leader. Transactions may hold 10,000 writes
     /// (as the README's example configuration says), so every master batch is one transaction.
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::launch(n, None)
+    }
+
+    /// Like [`EtcdCluster::start`], serving clients over TLS only with `pki`'s server certificate, and
+    /// requiring client certificates of its CA.
+    pub fn start_tls(n: usize, pki: &crate::pki::Pki) -> EtcdCluster {
+        EtcdCluster::launch(n, Some([pki.path("ca.pem"), pki.path("server.pem"), pki.path("server.key")]))
+    }
+
+    fn launch(n: usize, tls: Option<[PathBuf; 3]>) -> EtcdCluster {
         let dir = tempfile::tempdir().unwrap();
         let members = (0..n)
             .map(|i| Member {
@@ -42,7 +55,7 @@ impl EtcdCluster {
             })
             .collect();
         let token = format!("berth-test-{}-{}", std::process::id(), free_port());
-        let mut cluster = EtcdCluster { members, token, _dir: dir };
+        let mut cluster = EtcdCluster { members, token, tls, _dir: dir };
         for i in 0..n {
             cluster.spawn(i);
         }
@@ -53,11 +66,17 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let initial: Vec<String> =
             self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let m = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).unwrap();
-        let child = Command::new(provision::etcd())
+        let mut command = Command::new(provision::etcd());
+        if let Some([ca, cert, key]) = &self.tls {
+            command.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+            command.arg("--client-cert-auth").arg("--trusted-ca-file").arg(ca);
+        }
+        let child = command
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -75,6 +94,16 @@ impl EtcdCluster {
 
     /// Waits until every running member says it is healthy (it has a leader).
     pub fn wait_healthy(&self) {
+        if self.tls.is_some() {
+            // Its health endpoint wants a client certificate too: the port answering is enough here, and
+            // the masters' election shows the cluster works.
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                eventually(&format!("etcd member {} to listen", m.name), Duration::from_secs(60), || {
+                    std::net::TcpStream::connect(("127.0.0.1", m.client)).ok().map(|_| ())
+                });
+            }
+            return;
+        }
         for m in self.members.iter().filter(|m| m.child.is_some()) {
             let url = format!("http://127.0.0.1:{}/health", m.client);
             eventually(&format!("etcd member {} to be healthy", m.name), Duration::from_secs(60), || {
@@ -87,8 +116,9 @@ impl EtcdCluster {
 
     /// The client URLs of every member, as a TOML array.
     pub fn endpoints_toml(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let urls: Vec<String> =
-            self.members.iter().map(|m| format!("\"http://127.0.0.1:{}\"", m.client)).collect();
+            self.members.iter().map(|m| format!("\"{scheme}://127.0.0.1:{}\"", m.client)).collect();
         format!("[{}]", urls.join(", "))
     }
 
@@ -131,9 +161,15 @@ pub const AGENT_TOKEN: &str = "ha-test-agent-token";
 /// sections) before the store's section. It lives beside the etcd cluster's files, which outlive the
 /// masters (they read it again on a restart).
 pub fn config_file(etcd: &EtcdCluster, prefix: &str, extra: &str) -> PathBuf {
+    config_file_with(etcd, prefix, extra, "")
+}
+
+/// Like [`config_file`], with `etcd_extra` in the `[store.etcd]` section (its TLS files, say).
+pub fn config_file_with(etcd: &EtcdCluster, prefix: &str, extra: &str, etcd_extra: &str) -> PathBuf {
     let config = format!(
         "token = \"{TOKEN}\"\nagent_token = \"{AGENT_TOKEN}\"\n{extra}\n\n[store]\nbackend = \"etcd\"\n\n\
-         [store.etcd]\nendpoints = {}\nprefix = \"{prefix}\"\nmax_txn_ops = 10000\nmax_request_bytes = 10000000\n",
+         [store.etcd]\nendpoints = {}\nprefix = \"{prefix}\"\nmax_txn_ops = 10000\nmax_request_bytes = 10000000\n\
+         {etcd_extra}\n",
         etcd.endpoints_toml()
     );
     let file = etcd._dir.path().join(format!("master-{}.toml", free_port()));

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod etcd;
 pub mod languages;
 pub mod metrics;
+pub mod pki;
 pub mod provision;
 pub mod views;
 

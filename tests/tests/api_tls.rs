@@ -2,59 +2,11 @@
 //! agents may present client certificates, and must when the master requires them; a plain-HTTP client is
 //! told to use HTTPS; a client that cannot verify the master does not get in.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use berth_tests::cluster::{Agent, Master, eventually};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-
-/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "berth test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
-        write("ca.pem", ca_cert.pem());
-        for (name, names, usage) in [
-            (
-                "server",
-                vec!["127.0.0.1".to_string(), "localhost".to_string()],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-            ("client", vec!["agent-1".to_string()], ExtendedKeyUsagePurpose::ClientAuth),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.extended_key_usages = vec![usage];
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
-        // A CA nobody trusts, for a client that verifies against the wrong one.
-        let other_key = KeyPair::generate().unwrap();
-        let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
-        other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        write("other-ca.pem", other.self_signed(&other_key).unwrap().pem());
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
+use berth_tests::pki::Pki;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()

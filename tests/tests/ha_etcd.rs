@@ -124,6 +124,18 @@ fn a_leader_killed_during_a_thousand_task_deployment_is_replaced_in_seconds_and_
     assert_eq!(agents_running_tasks(new), 1000, "no task was launched again");
     assert_no_duplicate_launch(&agents);
 
+    // The CLI, given the dead master's address first and then a standby's, reaches the leader through the
+    // standby (its gRPC proxied).
+    let standby = (0..3).find(|i| *i != first && *i != next).unwrap();
+    let out = std::process::Command::new(berth_tests::cluster::berth_bin())
+        .args(["node", "ls", "--json", "--master", &format!("{old_address},{}", masters[standby].url)])
+        .env("BERTH_TOKEN", etcd::TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 4, "{nodes}");
+
     // The killed master comes back as a standby, and shows in /v1/masters.
     masters[first].restart();
     let view = masters[first].get("/v1/masters");
@@ -341,4 +353,50 @@ fn a_leader_killed_with_docker_agents_leaves_their_containers_running_and_adopte
     for id in &agent_ids {
         berth_tests::docker::remove_agent_containers(id);
     }
+}
+
+#[test]
+fn masters_reach_an_etcd_that_requires_tls_client_certificates_and_one_without_a_certificate_cannot() {
+    let pki = berth_tests::pki::Pki::new();
+    let etcd = EtcdCluster::start_tls(3, &pki);
+    let prefix = etcd::unique_prefix();
+    let tls = format!(
+        "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+        pki.arg("ca.pem"),
+        pki.arg("client.pem"),
+        pki.arg("client.key")
+    );
+    let masters: Vec<Master> = (0..2)
+        .map(|_| {
+            let file = etcd::config_file_with(&etcd, &prefix, "", &tls);
+            Master::start_prepared(
+                &["--no-local-agent", "--config", file.to_str().unwrap()],
+                etcd::write_tokens,
+            )
+        })
+        .collect();
+    let first = leader_index(&masters);
+    let _agents = sim_agents(&masters, 1);
+    eventually("the node", Duration::from_secs(30), || (connected_nodes(&masters[first]) == 1).then_some(()));
+    let app = json!({"id": "tls", "instances": 2, "cpus": 0.1, "mem": 16, "cmd": "sleep 3600",
+        "portDefinitions": [], "container": {"docker": {"image": "busybox"}}});
+    post_app(&masters[first], &app);
+    eventually("two tasks running", Duration::from_secs(30), || {
+        (app_state(&masters[first], "tls")? == (2, false)).then_some(())
+    });
+
+    // Without a client certificate, etcd lets nobody in: the master stands by and says why.
+    let file = etcd::config_file_with(&etcd, &prefix, "", &format!("ca = \"{}\"", pki.arg("ca.pem")));
+    let outsider =
+        Master::start_prepared(&["--no-local-agent", "--config", file.to_str().unwrap()], etcd::write_tokens);
+    eventually(
+        "the master without a certificate to say etcd is unreachable",
+        Duration::from_secs(30),
+        || {
+            let health = outsider.get("/health");
+            (health["status"] == "standby" && health["etcd"].as_str()?.starts_with("unreachable"))
+                .then_some(())
+        },
+    );
+    assert_eq!(leader(&masters[first]).map(|(_, a)| a), Some(masters[first].url.clone()));
 }

@@ -78,27 +78,31 @@ const POLL: Duration = Duration::from_millis(200);
 impl Election {
     /// Takes a lease, registers this master and starts campaigning. `store` must be on etcd.
     pub async fn start(store: Arc<Store>, address: String) -> anyhow::Result<Arc<Election>> {
-        let etcd = store.etcd().context("the election needs the etcd store")?;
+        store.etcd().context("the election needs the etcd store")?;
         let id = {
             let mut bytes = [0u8; 6];
             getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random id: {e}"))?;
             hex::encode(bytes)
         };
         let me = MasterInfo { id, address, started_ms: crate::model::unix_ms() };
-        let lease = grant_with_retry(etcd).await;
         let election = Arc::new(Election {
             store: store.clone(),
             me,
-            lease: AtomicI64::new(lease),
+            lease: AtomicI64::new(0),
             view: watch::channel(View::default()).0,
             resigning: Default::default(),
         });
-        election.register().await;
-        tokio::spawn(election.clone().keep_alive());
-        tokio::spawn(election.clone().campaign());
-        tokio::spawn(election.clone().watchdog());
-        let following = store.clone();
-        tokio::spawn(async move { following.etcd().expect("checked above").follow_state().await });
+        // In the background: while etcd cannot be reached, the master serves as a standby that says so.
+        let started = election.clone();
+        tokio::spawn(async move {
+            let lease = started.grant().await;
+            started.lease.store(lease, Ordering::Release);
+            started.register().await;
+            tokio::spawn(started.clone().keep_alive());
+            tokio::spawn(started.clone().campaign());
+            tokio::spawn(started.clone().watchdog());
+            started.etcd().follow_state().await;
+        });
         Ok(election)
     }
 
@@ -270,7 +274,7 @@ impl Election {
                             abdicate("the leader lease expired");
                         }
                         tracing::warn!(target: "berth.ha", "this standby's lease expired; taking a new one");
-                        self.lease.store(grant_with_retry(etcd).await, Ordering::Release);
+                        self.lease.store(self.grant().await, Ordering::Release);
                         self.register().await;
                         break;
                     }
@@ -312,6 +316,9 @@ impl Election {
     pub async fn resign(&self) {
         self.resigning.store(true, Ordering::Release);
         let lease = self.lease.load(Ordering::Acquire);
+        if lease == 0 {
+            return;
+        }
         match tokio::time::timeout(Duration::from_secs(2), self.etcd().revoke(lease)).await {
             Ok(Ok(())) => {
                 tracing::info!(target: "berth.ha", "lease revoked: another master may lead at once")
@@ -393,20 +400,31 @@ pub async fn warm_plugins(election: Arc<Election>, runtime: Arc<crate::runtime::
     }
 }
 
-async fn grant_with_retry(etcd: &Etcd) -> i64 {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let sent = Instant::now();
-        match etcd.grant(etcd.settings().lease_ttl_s).await {
-            Ok((id, ttl)) => {
-                tracing::info!(target: "berth.ha", lease = id, ttl_s = ttl, "lease granted");
-                etcd.lease_alive_until(sent + Duration::from_secs(ttl.max(0) as u64));
-                return id;
-            }
-            Err(e) => {
-                tracing::warn!(target: "berth.ha", error = %e.message(), "cannot reach etcd for a lease; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+impl Election {
+    /// Takes a lease, retrying until etcd grants one (meanwhile the view says why it cannot).
+    async fn grant(&self) -> i64 {
+        let etcd = self.etcd();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let sent = Instant::now();
+            match etcd.grant(etcd.settings().lease_ttl_s).await {
+                Ok((id, ttl)) => {
+                    tracing::info!(target: "berth.ha", lease = id, ttl_s = ttl, "lease granted");
+                    etcd.lease_alive_until(sent + Duration::from_secs(ttl.max(0) as u64));
+                    self.view.send_if_modified(|v| v.etcd_error.take().is_some());
+                    return id;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "berth.ha", error = %e.message(), "cannot reach etcd for a lease; retrying");
+                    let error = Some(e.message().to_string());
+                    self.view.send_if_modified(|v| {
+                        let changed = v.etcd_error != error;
+                        v.etcd_error = error;
+                        changed
+                    });
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
             }
         }
     }
