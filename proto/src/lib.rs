@@ -2,6 +2,7 @@
 //!
 //! - [`v1`]: the gRPC API (`proto/berth/v1/*.proto`), compiled with `protox` and `tonic-prost-build`
 //!   (feature `grpc`, on by default).
+//! - [`etcd`]: the part of etcd's v3 API the etcd store uses (`proto/etcd/rpc.proto`, a client only).
 //! - The plugin ABI: the WIT package `berth:plugin@0.1.0` in `proto/wit/`. Its Rust bindings are generated
 //!   where they are used: by `wasmtime::component::bindgen!` in the host and by `wit-bindgen` in
 //!   `berth-plugin-sdk`. [`WIT_DIR`] points at the files.

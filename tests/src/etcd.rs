@@ -122,6 +122,12 @@ impl EtcdCluster {
         format!("[{}]", urls.join(", "))
     }
 
+    /// The client URL of member `i`.
+    pub fn client_url(&self, i: usize) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client)
+    }
+
     /// Kills member `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
@@ -216,12 +222,14 @@ pub fn quiet_masters(etcd: &EtcdCluster, n: usize, extra: &str) -> Vec<Master> {
 }
 
 /// What `/v1/masters` on `master` says leads: its id and address.
+///
+/// `None` also when the request fails: a standby that becomes leader closes the connections it served.
 pub fn leader(master: &Master) -> Option<(String, String)> {
-    let (status, body) = master.request("GET", "/v1/masters", "");
-    if status != 200 {
+    let response = master.http().get(&format!("{}/v1/masters", master.url)).call().ok()?;
+    if response.status() != 200 {
         return None;
     }
-    let body: Value = serde_json::from_str(&body).ok()?;
+    let body: Value = serde_json::from_str(&response.into_body().read_to_string().ok()?).ok()?;
     let leader = &body["leader"];
     Some((leader["id"].as_str()?.to_string(), leader["address"].as_str()?.to_string()))
 }

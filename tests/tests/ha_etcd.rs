@@ -400,3 +400,57 @@ fn masters_reach_an_etcd_that_requires_tls_client_certificates_and_one_without_a
     );
     assert_eq!(leader(&masters[first]).map(|(_, a)| a), Some(masters[first].url.clone()));
 }
+
+#[test]
+fn the_leader_compacts_etcds_history_and_a_standby_still_takes_over_with_everything() {
+    let etcd = EtcdCluster::start(3);
+    let prefix = etcd::unique_prefix();
+    let mut masters: Vec<Master> = (0..2)
+        .map(|_| {
+            let file = etcd::config_file_with(
+                &etcd,
+                &prefix,
+                "[master]\nagent_timeout_ms = 30000",
+                "compact_interval_s = 1",
+            );
+            Master::start_prepared(
+                &["--no-local-agent", "--config", file.to_str().unwrap()],
+                etcd::write_tokens,
+            )
+        })
+        .collect();
+    let first = leader_index(&masters);
+    let agents = sim_agents(&masters, 1);
+    eventually("the node", Duration::from_secs(30), || (connected_nodes(&masters[first]) == 1).then_some(()));
+    let app = json!({"id": "kept", "instances": 3, "cpus": 0.1, "mem": 16, "cmd": "sleep 3600",
+        "portDefinitions": [], "container": {"docker": {"image": "busybox"}}});
+    post_app(&masters[first], &app);
+    eventually("three tasks running", Duration::from_secs(30), || {
+        (app_state(&masters[first], "kept")? == (3, false)).then_some(())
+    });
+
+    // Old revisions are gone: etcd says so when asked for the first one (through its JSON gateway).
+    eventually("etcd's history to be compacted", Duration::from_secs(30), || {
+        let response = ureq::post(&format!("{}/v3/kv/range", etcd.client_url(0)))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(json!({"key": "Lw==", "revision": "2"}).to_string())
+            .ok()?;
+        response.into_body().read_to_string().ok()?.contains("compacted").then_some(())
+    });
+    assert!(masters[first].logs().contains("etcd's history compacted"), "{}", masters[first].logs());
+
+    // The standby followed the state across the compactions, and takes over with all of it.
+    masters[first].kill9();
+    let next = 1 - first;
+    eventually("the standby to lead", Duration::from_secs(30), || {
+        (leader(&masters[next])?.1 == masters[next].url).then_some(())
+    });
+    eventually("the three tasks under the new leader", Duration::from_secs(30), || {
+        (app_state(&masters[next], "kept")? == (3, false)).then_some(())
+    });
+    masters[next].wait_cycles(3);
+    assert_eq!(agents_running_tasks(&masters[next]), 3);
+    assert_no_duplicate_launch(&agents);
+}

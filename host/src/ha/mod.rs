@@ -101,6 +101,7 @@ impl Election {
             tokio::spawn(started.clone().keep_alive());
             tokio::spawn(started.clone().campaign());
             tokio::spawn(started.clone().watchdog());
+            tokio::spawn(started.clone().compact());
             started.etcd().follow_state().await;
         });
         Ok(election)
@@ -293,6 +294,40 @@ impl Election {
                     break;
                 }
             }
+        }
+    }
+
+    /// While this master leads: every `compact_interval_s`, compacts etcd's history up to the revision it
+    /// read the time before. Every write makes a revision (each status update of each task), and etcd
+    /// keeps every old version until it is compacted: without this its database only grows, until etcd
+    /// refuses writes at its quota.
+    async fn compact(self: Arc<Self>) {
+        let every = self.etcd().settings().compact_interval_s;
+        if every == 0 {
+            return;
+        }
+        let mut view = self.view.subscribe();
+        let _ = view.wait_for(|v| v.won.is_some()).await;
+        let mut previous = None;
+        loop {
+            tokio::time::sleep(Duration::from_secs(every)).await;
+            let current = match self.etcd().revision().await {
+                Ok(revision) => revision,
+                Err(e) => {
+                    tracing::warn!(target: "berth.ha", error = %e.message(), "cannot read etcd's revision to compact");
+                    continue;
+                }
+            };
+            if let Some(revision) = previous.filter(|r| *r > 0) {
+                match self.etcd().compact(revision).await {
+                    Ok(()) => tracing::info!(target: "berth.ha", revision, "etcd's history compacted"),
+                    Err(e) if e.message().contains("compacted") => {}
+                    Err(e) => {
+                        tracing::warn!(target: "berth.ha", revision, error = %e.message(), "cannot compact etcd's history")
+                    }
+                }
+            }
+            previous = Some(current);
         }
     }
 

@@ -41,6 +41,9 @@ pub struct EtcdSettings {
     /// The leader lease's time to live, seconds: how long a dead leader keeps the role before a standby
     /// takes over (etcd rounds it up to its minimum, 2 s with its default election timeout).
     pub lease_ttl_s: u64,
+    /// How often the leader compacts etcd's history, seconds (0: never, when etcd compacts itself): each
+    /// time up to the revision it saw the time before, so a standby's watch has that long to keep up.
+    pub compact_interval_s: u64,
     /// The most writes in one etcd transaction: etcd's `--max-txn-ops` (128 unless etcd is told otherwise).
     pub max_txn_ops: usize,
     /// The most bytes in one etcd request, less headroom: etcd's `--max-request-bytes` (1.5 MiB by default).
@@ -59,6 +62,7 @@ impl Default for EtcdSettings {
             endpoints: vec!["http://127.0.0.1:2379".into()],
             prefix: "/berth".into(),
             lease_ttl_s: 3,
+            compact_interval_s: 300,
             max_txn_ops: 128,
             max_request_bytes: 1_400_000,
             ca: None,
@@ -362,6 +366,24 @@ impl Etcd {
                 "an etcd endpoint answered for cluster {id:x}, not for cluster {known:x} the masters share"
             ))),
         }
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<i64, tonic::Status> {
+        let reply = self
+            .kv
+            .clone()
+            .range(pb::RangeRequest { key: self.leader_key(), count_only: true, ..Default::default() })
+            .await?
+            .into_inner();
+        self.same_cluster(reply.header.as_ref())?;
+        Ok(reply.header.map_or(0, |h| h.revision))
+    }
+
+    /// Compacts etcd's history up to `revision` (older versions of keys are dropped; current values stay).
+    pub async fn compact(&self, revision: i64) -> Result<(), tonic::Status> {
+        self.kv.clone().compact(pb::CompactionRequest { revision, physical: false }).await?;
+        Ok(())
     }
 
     /// Grants a lease of `ttl_s` seconds; returns its id and the TTL etcd chose.
