@@ -20,8 +20,12 @@ use super::metrics::Metrics;
 use super::types::ToAgent;
 use crate::store::{Batch, Store, StoreError};
 
-/// Batches handed over but not yet committed, at most.
+/// Batches handed over but not yet committed, at most, with the local store.
 const QUEUED_BATCHES: usize = 2;
+/// ... and with the store on etcd, where a commit is a round trip to a quorum that each fsync, not one
+/// local fsync: the master keeps deciding while a commit is under way, and the batches that queue up
+/// meanwhile go into the next transaction together (measured in BENCHMARKS.md).
+const QUEUED_BATCHES_ETCD: usize = 16;
 
 /// A message to an agent, sent once its batch is committed.
 pub(crate) type Outgoing = (ToAgent, Box<pb::MasterMessage>);
@@ -101,7 +105,8 @@ impl Progress {
 
 impl Writer {
     pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> std::io::Result<Writer> {
-        let (tx, rx) = bounded::<Commit>(QUEUED_BATCHES);
+        let depth = if store.etcd().is_some() { QUEUED_BATCHES_ETCD } else { QUEUED_BATCHES };
+        let (tx, rx) = bounded::<Commit>(depth);
         let progress = Arc::new(Progress::default());
         let committed = progress.clone();
         let thread = std::thread::Builder::new().name("berth-store".into()).spawn(move || {
@@ -148,7 +153,8 @@ impl Writer {
         &self.progress
     }
 
-    /// Hands over a batch and what waits on it. Blocks while the writer is [`QUEUED_BATCHES`] behind.
+    /// Hands over a batch and what waits on it. Blocks while the writer is [`QUEUED_BATCHES`] (or
+    /// [`QUEUED_BATCHES_ETCD`]) behind.
     pub(crate) fn submit(&self, batch: Batch, outbox: Vec<Outgoing>, replies: Vec<Reply>) {
         if batch.is_empty() && outbox.is_empty() && replies.is_empty() {
             return;
