@@ -148,7 +148,8 @@ fn a_leader_killed_during_a_thousand_task_deployment_is_replaced_in_seconds_and_
 #[test]
 fn a_leader_paused_past_its_lease_never_acts_as_leader_again() {
     let etcd = EtcdCluster::start(3);
-    let mut masters = etcd::masters(&etcd, 3, "[master]\nagent_timeout_ms = 30000");
+    // The default agent timeout (15 s): agents that stayed with the frozen leader would lose their tasks.
+    let mut masters = etcd::masters(&etcd, 3, "");
     let first = leader_index(&masters);
     let agents = sim_agents(&masters, 2);
     eventually("two nodes", Duration::from_secs(30), || {
@@ -169,7 +170,15 @@ fn a_leader_paused_past_its_lease_never_acts_as_leader_again() {
             (address != old_address).then(|| masters.iter().position(|m| m.url == address))?
         })
     });
-    // The new leader changes the app while the old one sleeps.
+    // The agents leave the frozen leader (it answers no HTTP/2 ping) for the new one well within their
+    // timeout, so their tasks are not lost.
+    eventually("the agents to re-register with the new leader", Duration::from_secs(15), || {
+        (connected_nodes(&masters[next]) == 2).then_some(())
+    });
+    // The new leader changes the app while the old one sleeps (once its framework has started).
+    eventually("the new leader to serve the app", Duration::from_secs(30), || {
+        (app_state(&masters[next], "web")? == (2, false)).then_some(())
+    });
     let (status, body) = masters[next].request("PUT", "/v2/apps/web", &json!({"instances": 3}).to_string());
     assert!(status == 200 || status == 201, "{status}: {body}");
     eventually("three tasks running", Duration::from_secs(60), || {
@@ -341,6 +350,9 @@ fn a_leader_killed_with_docker_agents_leaves_their_containers_running_and_adopte
     });
     eventually("the agents to re-register with the new leader", Duration::from_secs(30), || {
         (connected_nodes(&masters[next]) == 2).then_some(())
+    });
+    eventually("the new leader to serve the app", Duration::from_secs(30), || {
+        (app_state(&masters[next], "sleepers")? == (4, false)).then_some(())
     });
     masters[next].wait_cycles(5);
     assert_eq!(app_state(&masters[next], "sleepers"), Some((4, false)));

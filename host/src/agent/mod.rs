@@ -87,7 +87,10 @@ impl Link {
                 let channel = tls
                     .apply(endpoint, channel)?
                     .connect_timeout(Duration::from_secs(5))
-                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    // A master that stops answering (frozen, or its machine gone without a reset) is left
+                    // within 5 s, well inside the agent timeout, for the next address.
+                    .http2_keep_alive_interval(Duration::from_secs(2))
+                    .keep_alive_timeout(Duration::from_secs(3))
                     .connect()
                     .await
                     .with_context(|| format!("connecting to the master at {endpoint}"))?;

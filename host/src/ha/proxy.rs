@@ -28,7 +28,14 @@ pub fn router(election: Arc<Election>) -> axum::Router {
     let state = Proxy {
         election,
         http1: Client::builder(TokioExecutor::new()).build_http(),
-        http2: Client::builder(TokioExecutor::new()).http2_only(true).build_http(),
+        // Pings on the streams it relays (agents' included), so that a leader that stops answering breaks
+        // them within seconds and their clients move on.
+        http2: Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http2_keep_alive_interval(std::time::Duration::from_secs(2))
+            .http2_keep_alive_timeout(std::time::Duration::from_secs(3))
+            .build_http(),
     };
     axum::Router::new()
         .route("/v1/masters", get(masters))
