@@ -173,6 +173,12 @@ impl Master {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The tasks the agents say they run, over all nodes (`/v1/nodes`).
+    pub fn agents_running_tasks(&self) -> u64 {
+        let nodes = self.get("/v1/nodes");
+        nodes.as_array().unwrap().iter().map(|n| n["agent_running_tasks"].as_u64().unwrap()).sum()
+    }
+
     /// Sends a signal (`-STOP`, `-CONT`) to the running `berth serve`.
     pub fn signal(&self, signal: &str) {
         let pid = self.pid().expect("the master runs").to_string();

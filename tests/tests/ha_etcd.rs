@@ -28,17 +28,6 @@ fn app_state(master: &Master, id: &str) -> Option<(u64, bool)> {
     Some((running, deploying))
 }
 
-/// The tasks the agents say they run, over all nodes.
-fn agents_running_tasks(master: &Master) -> u64 {
-    master
-        .get("/v1/nodes")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
-        .sum()
-}
-
 fn assert_no_duplicate_launch(agents: &[Agent]) {
     let duplicate = berth_host::agent::DUPLICATE_LAUNCH;
     for agent in agents {
@@ -118,10 +107,10 @@ fn a_leader_killed_during_a_thousand_task_deployment_is_replaced_in_seconds_and_
     assert!(ended.is_empty(), "no task lost or ended: {:?}", &ended[..ended.len().min(5)]);
     assert_eq!(tasks.len(), 1000);
     eventually("the agents to run exactly 1000 tasks", Duration::from_secs(30), || {
-        (agents_running_tasks(new) == 1000).then_some(())
+        (new.agents_running_tasks() == 1000).then_some(())
     });
     new.wait_cycles(3);
-    assert_eq!(agents_running_tasks(new), 1000, "no task was launched again");
+    assert_eq!(new.agents_running_tasks(), 1000, "no task was launched again");
     assert_no_duplicate_launch(&agents);
 
     // The CLI, given the dead master's address first and then a standby's, reaches the leader through the
@@ -198,7 +187,7 @@ fn a_leader_paused_past_its_lease_never_acts_as_leader_again() {
     let after: BTreeSet<String> =
         masters[next].tasks("marathon").iter().map(|t| format!("{}:{}", t["task"], t["state"])).collect();
     assert_eq!(after, before);
-    assert_eq!(agents_running_tasks(&masters[next]), 3);
+    assert_eq!(masters[next].agents_running_tasks(), 3);
     assert_eq!(leader(&masters[next]).map(|(_, a)| a), Some(masters[next].url.clone()));
     assert_no_duplicate_launch(&agents);
 }
@@ -296,7 +285,7 @@ fn scheduling_survives_one_etcd_member_lost_and_stops_safely_without_a_quorum_lo
         });
     }
     masters[next].wait_cycles(3);
-    assert_eq!(agents_running_tasks(&masters[next]), 4 + u64::from(during));
+    assert_eq!(masters[next].agents_running_tasks(), 4 + u64::from(during));
     assert_no_duplicate_launch(&agents);
 
     // The exited master, restarted as a supervisor would, joins as a standby.
@@ -463,6 +452,6 @@ fn the_leader_compacts_etcds_history_and_a_standby_still_takes_over_with_everyth
         (app_state(&masters[next], "kept")? == (3, false)).then_some(())
     });
     masters[next].wait_cycles(3);
-    assert_eq!(agents_running_tasks(&masters[next]), 3);
+    assert_eq!(masters[next].agents_running_tasks(), 3);
     assert_no_duplicate_launch(&agents);
 }

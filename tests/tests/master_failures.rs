@@ -22,17 +22,6 @@ fn connected_nodes(master: &Master) -> usize {
         .count()
 }
 
-/// The tasks the agents say they run, over all nodes.
-fn agents_running_tasks(master: &Master) -> u64 {
-    master
-        .get("/v1/nodes")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["agent_running_tasks"].as_u64().unwrap())
-        .sum()
-}
-
 /// Fails if a backend (the agents', or the master's own simulated ones) was asked to launch a task it
 /// already ran: launches are idempotent at the agent, so this is how a master launching twice shows.
 fn assert_no_duplicate_launch(master: &Master, agents: &[Agent]) {
@@ -170,7 +159,7 @@ fn a_master_killed_with_sigkill_comes_back_with_everything_and_no_task_runs_twic
     master.wait_cycles(3);
     let all: Vec<Value> = master.tasks("svc");
     assert_eq!(all.len(), 4, "no task was launched again: {all:?}");
-    let agent_running = agents_running_tasks(&master);
+    let agent_running = master.agents_running_tasks();
     assert_eq!(agent_running, 4, "the agents run each task once");
     assert_no_duplicate_launch(&master, &agents);
 
@@ -218,7 +207,7 @@ fn tasks_launched_but_not_yet_started_survive_a_master_killed_with_sigkill() {
         let running = tasks_in(&master, "marathon", "running");
         (running.len() == 2).then_some(())
     });
-    let agent_running = agents_running_tasks(&master);
+    let agent_running = master.agents_running_tasks();
     assert_eq!(agent_running, 2, "the agent runs each task once");
     assert_no_duplicate_launch(&master, std::slice::from_ref(&agent));
 }
@@ -370,7 +359,7 @@ fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_run
         last = (
             connected_nodes(&master),
             tasks_in(&master, "marathon", "running").len(),
-            agents_running_tasks(&master),
+            master.agents_running_tasks(),
         );
         if last == (3, expected, expected as u64) {
             break;
@@ -390,7 +379,7 @@ fn a_master_killed_during_a_burst_of_app_posts_loses_no_acknowledged_app_and_run
     assert_eq!(running.len(), expected, "no task launched twice");
     let unique: BTreeSet<&str> = running.iter().map(|t| t["task"].as_str().unwrap()).collect();
     assert_eq!(unique.len(), expected);
-    assert_eq!(agents_running_tasks(&master), expected as u64, "the agents run each task once");
+    assert_eq!(master.agents_running_tasks(), expected as u64, "the agents run each task once");
     assert_no_duplicate_launch(&master, &agents);
 }
 

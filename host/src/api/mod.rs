@@ -50,13 +50,7 @@ pub async fn serve(
         .add_service(pb::node_service_server::NodeServiceServer::new(services.clone()))
         .add_service(pb::task_service_server::TaskServiceServer::new(services.clone()))
         .add_service(pb::agent_service_server::AgentServiceServer::new(services));
-    run(
-        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes),
-        listener,
-        tls,
-        shutdown,
-    )
-    .await
+    run(routes, auth, listener, tls, shutdown).await
 }
 
 /// Serves a standby master's routes (`ha::proxy`) on `listener` until `shutdown` completes: the same
@@ -68,24 +62,19 @@ pub async fn serve_standby(
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let routes = tonic::service::Routes::from(routes);
-    run(
-        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes),
-        listener,
-        tls,
-        shutdown,
-    )
-    .await
+    run(tonic::service::Routes::from(routes), auth, listener, tls, shutdown).await
 }
 
+/// Serves `routes` behind the authentication layer, over TLS when configured.
 async fn run(
-    router: tonic::transport::server::Router<
-        tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>,
-    >,
+    routes: tonic::service::Routes,
+    auth: Auth,
     listener: TcpListener,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let router =
+        tonic::transport::Server::builder().accept_http1(true).layer(AuthLayer { auth }).add_routes(routes);
     match tls {
         Some(config) => {
             let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::incoming(listener, config));
